@@ -1,0 +1,3 @@
+from healthtwin.cli import main
+
+main()

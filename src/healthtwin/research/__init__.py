@@ -1,0 +1,1 @@
+"""healthtwin.research."""
