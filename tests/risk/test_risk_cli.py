@@ -84,3 +84,18 @@ def test_risk_cli_bad_unit_and_framingham() -> None:
     assert out.exit_code == 0 and "10-year risk 10.5 %" in out.output
     low = CliRunner().invoke(main, ["risk", "framingham", *fr[:9], "80", *fr[10:]])
     assert low.exit_code == 2 and "--sbp" in low.output and "90-200 mm[Hg]" in low.output
+
+
+def test_risk_cli_simulated_interval_from_input_error() -> None:
+    r = CliRunner().invoke(
+        main, ["risk", "ascvd", *BASE, "--sd-sbp", "8", "--cv-chol", "0.06", "--format", "json"]
+    )
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    iv = out["interval_95"]
+    assert iv["unit"] == "%" and "simulated" in iv["method"]
+    assert iv["lower"] < out["risk_10y"]["value"] < iv["upper"]
+    plain = json.loads(
+        CliRunner().invoke(main, ["risk", "ascvd", *BASE, "--format", "json"]).output
+    )
+    assert plain["interval_95"] is None and "no coefficient covariance" in plain["interval_note"]

@@ -22,6 +22,7 @@ from healthtwin.models.risk import (
     framingham_cvd_risk,
     pooled_cohort_linear_predictor,
     pooled_cohort_risk,
+    risk_input_uncertainty,
 )
 
 # 2013 ACC/AHA guideline (Goff et al.), Appendix 7 Table A worked example: age 55, TC 213 mg/dL,
@@ -267,3 +268,50 @@ def test_risk_equation_data_cites_sources() -> None:
         info = equation_info(name)
         assert "Circulation" in info.source and "doi" in info.source
         assert np.all((info.baseline_survival > 0.8) & (info.baseline_survival < 1))
+
+
+def test_risk_input_uncertainty_matches_analytic_quantiles() -> None:
+    # With noise on SBP only, risk is monotone increasing in SBP, so its quantiles are the risk
+    # at SBP quantiles: q_{a/2} = risk(sbp - z sd), q_{1-a/2} = risk(sbp + z sd). The sample
+    # 2.5 % quantile of N(0,1) from 20000 draws has SE sqrt(.025*.975)/(phi(1.96) sqrt(20000))
+    # = 0.019; we bracket z by +/- 4 SE.
+    from scipy import stats
+
+    kw = {**EXAMPLE, "sex": "male", "race": "white"}
+    out = risk_input_uncertainty(
+        "pooled_cohort_equations",
+        sd_sbp=10.0,
+        cv_total_chol=0.0,
+        cv_hdl=0.0,
+        n_draws=20000,
+        seed=5,
+        **kw,
+    )
+    z = stats.norm.ppf(0.975)
+    se = np.sqrt(0.025 * 0.975) / (stats.norm.pdf(z) * np.sqrt(20000))
+
+    def at(sbp: float) -> float:
+        return float(pooled_cohort_risk(**{**kw, "sbp": sbp})[0])
+
+    assert out[0, 0] == at(120)
+    assert at(120 - (z + 4 * se) * 10) <= out[0, 1] <= at(120 - (z - 4 * se) * 10)
+    assert at(120 + (z - 4 * se) * 10) <= out[0, 2] <= at(120 + (z + 4 * se) * 10)
+
+
+def test_risk_input_uncertainty_degenerate_and_errors() -> None:
+    kw = {**EXAMPLE, "sex": ["female", "male"]}
+    out = risk_input_uncertainty(
+        "framingham_general_cvd_2008", sd_sbp=0, cv_total_chol=0, cv_hdl=0, n_draws=10, **kw
+    )
+    np.testing.assert_allclose(out[:, 1], out[:, 0])
+    np.testing.assert_allclose(out[:, 2], out[:, 0])
+    with pytest.raises(OutOfRangeError, match="age"):
+        risk_input_uncertainty(
+            "framingham_general_cvd_2008", sd_sbp=5, cv_total_chol=0, cv_hdl=0, **{**kw, "age": 80}
+        )
+    with pytest.raises(ValueError, match="sd_sbp"):
+        risk_input_uncertainty(
+            "framingham_general_cvd_2008", sd_sbp=-1, cv_total_chol=0, cv_hdl=0, **kw
+        )
+    with pytest.raises(KeyError, match="unknown risk equation"):
+        risk_input_uncertainty("qrisk", sd_sbp=1, cv_total_chol=0, cv_hdl=0, **kw)

@@ -15,6 +15,7 @@ from healthtwin.models.risk import (
     equation_info,
     framingham_cvd_risk,
     pooled_cohort_risk,
+    risk_input_uncertainty,
 )
 
 _QTY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([^\s].*)?$")
@@ -47,9 +48,20 @@ _YESNO = click.Choice(["yes", "no"], case_sensitive=False)
 _OPTION_FOR = {"age": "--age", "total_chol": "--total-chol", "hdl": "--hdl", "sbp": "--sbp"}
 
 
-def _compute(fn: Callable[..., Any], equation: str, **kw: Any) -> float:
+def _compute(
+    equation: str, allow_extrapolation: bool, sd: dict[str, float], **kw: Any
+) -> tuple[float, tuple[float, float] | None]:
+    """Point risk (fraction) and, if any input error is given, a 95 % simulated interval."""
+    fn = {"pooled_cohort_equations": pooled_cohort_risk}.get(equation, framingham_cvd_risk)
     try:
-        return float(fn(**kw)[0])
+        risk = float(fn(**kw, allow_extrapolation=allow_extrapolation)[0])
+        interval = None
+        if any(v > 0 for v in sd.values()):
+            out = risk_input_uncertainty(
+                equation, **sd, allow_extrapolation=allow_extrapolation, seed=0, **kw
+            )
+            interval = (float(out[0, 1]), float(out[0, 2]))
+        return risk, interval
     except OutOfRangeError as exc:
         key = next(
             (k for k in _OPTION_FOR if str(exc).split(": ", 1)[-1].startswith(k + " =")), None
@@ -61,10 +73,25 @@ def _compute(fn: Callable[..., Any], equation: str, **kw: Any) -> float:
             f"Valid range for {option}: {low:g}-{high:g} {unit}.",
             param_hint=option,
         ) from None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
-def _emit(fmt: str, title: str, risk: float, inputs: dict[str, Any], equation: str) -> None:
+_INTERVAL_METHOD = (
+    "simulated: 2000 Monte Carlo draws of input measurement error (SBP normal, cholesterol "
+    "lognormal); the published equations publish no coefficient covariance"
+)
+
+
+def _emit(
+    fmt: str,
+    title: str,
+    result: tuple[float, tuple[float, float] | None],
+    inputs: dict[str, Any],
+    equation: str,
+) -> None:
     info = equation_info(equation)
+    risk, interval = result
     if fmt == "json":
         click.echo(
             json.dumps(
@@ -74,8 +101,18 @@ def _emit(fmt: str, title: str, risk: float, inputs: dict[str, Any], equation: s
                     "horizon": info.horizon,
                     "outcome": info.outcome,
                     "inputs": inputs,
-                    "interval": None,
-                    "interval_note": "published equation: no coefficient covariance was published",
+                    "interval_95": None
+                    if interval is None
+                    else {
+                        "lower": round(100 * interval[0], 4),
+                        "upper": round(100 * interval[1], 4),
+                        "unit": "%",
+                        "method": _INTERVAL_METHOD,
+                    },
+                    "interval_note": None
+                    if interval is not None
+                    else "no interval: give --sd-sbp/--cv-chol/--cv-hdl for input uncertainty; "
+                    "no coefficient covariance was published",
                     "source": info.source,
                 },
                 indent=2,
@@ -83,6 +120,11 @@ def _emit(fmt: str, title: str, risk: float, inputs: dict[str, Any], equation: s
         )
         return
     click.echo(f"{title}: 10-year risk {100 * risk:.1f} %")
+    if interval is not None:
+        click.echo(
+            f"  95 % interval {100 * interval[0]:.1f}-{100 * interval[1]:.1f} % "
+            "(simulated from input measurement error)"
+        )
     click.echo(f"  outcome: {info.outcome}")
     for k, v in inputs.items():
         click.echo(
@@ -119,6 +161,24 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
             "--allow-extrapolation",
             is_flag=True,
             help="Compute outside the derivation range (not validated).",
+        ),
+        click.option(
+            "--sd-sbp",
+            type=click.FloatRange(min=0),
+            default=0.0,
+            help="SD of SBP measurement error, mm[Hg] (gives a simulated interval).",
+        ),
+        click.option(
+            "--cv-chol",
+            type=click.FloatRange(min=0),
+            default=0.0,
+            help="Coefficient of variation of total cholesterol (1).",
+        ),
+        click.option(
+            "--cv-hdl",
+            type=click.FloatRange(min=0),
+            default=0.0,
+            help="Coefficient of variation of HDL cholesterol (1).",
         ),
         click.option(
             "--format",
@@ -160,15 +220,21 @@ def risk_group() -> None:
     required=True,
     help="'other' uses the white equations (2013 guideline advice).",
 )
-def ascvd(fmt: str, allow_extrapolation: bool, **kw: Any) -> None:
+def ascvd(
+    fmt: str,
+    allow_extrapolation: bool,
+    sd_sbp: float,
+    cv_chol: float,
+    cv_hdl: float,
+    **kw: Any,
+) -> None:
     """ACC/AHA Pooled Cohort Equations (Goff 2013): hard ASCVD, age 40-79."""
-    risk = _compute(
-        pooled_cohort_risk, "pooled_cohort_equations", allow_extrapolation=allow_extrapolation, **kw
-    )
+    sd = {"sd_sbp": sd_sbp, "cv_total_chol": cv_chol, "cv_hdl": cv_hdl}
+    result = _compute("pooled_cohort_equations", allow_extrapolation, sd, **kw)
     _emit(
         fmt,
         "Pooled Cohort Equations (ACC/AHA 2013)",
-        risk,
+        result,
         _inputs(**kw),
         "pooled_cohort_equations",
     )
@@ -176,15 +242,20 @@ def ascvd(fmt: str, allow_extrapolation: bool, **kw: Any) -> None:
 
 @risk_group.command("framingham")
 @_common
-def framingham(fmt: str, allow_extrapolation: bool, **kw: Any) -> None:
+def framingham(
+    fmt: str,
+    allow_extrapolation: bool,
+    sd_sbp: float,
+    cv_chol: float,
+    cv_hdl: float,
+    **kw: Any,
+) -> None:
     """Framingham general CVD risk (D'Agostino 2008), age 30-74."""
-    risk = _compute(
-        framingham_cvd_risk,
-        "framingham_general_cvd_2008",
-        allow_extrapolation=allow_extrapolation,
-        **kw,
+    sd = {"sd_sbp": sd_sbp, "cv_total_chol": cv_chol, "cv_hdl": cv_hdl}
+    result = _compute("framingham_general_cvd_2008", allow_extrapolation, sd, **kw)
+    _emit(
+        fmt, "Framingham general CVD (2008)", result, _inputs(**kw), "framingham_general_cvd_2008"
     )
-    _emit(fmt, "Framingham general CVD (2008)", risk, _inputs(**kw), "framingham_general_cvd_2008")
 
 
 def register(group: click.Group) -> None:

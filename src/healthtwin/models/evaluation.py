@@ -236,8 +236,9 @@ def calibration_curve(
             "n": n_k,
             "mean_predicted": s_p[keep] / n_k,
             "observed": obs,
-            "observed_lower": np.clip(centre - half, 0, 1),
-            "observed_upper": np.clip(centre + half, 0, 1),
+            # min/max guard against rounding at obs = 0 or 1 (Wilson always contains obs)
+            "observed_lower": np.clip(np.minimum(centre - half, obs), 0, 1),
+            "observed_upper": np.clip(np.maximum(centre + half, obs), 0, 1),
         }
     )
 
