@@ -334,24 +334,41 @@ def equation_info(name: str) -> EquationInfo:
     )
 
 
-def _isin(arr: NDArray[Any], tokens: list[str]) -> NDArray[np.bool_]:
-    """Case-insensitive membership for short tokens without lower-casing every patient."""
-    variants = sorted({v for t in tokens for v in (t, t.upper(), t.title(), t.capitalize())})
-    out: NDArray[np.bool_] = np.isin(arr, variants)
-    return out
+def _classify(
+    values: ArrayLike, name: str, yes: list[str], no: list[str], expected: str
+) -> NDArray[np.bool_]:
+    """Case-insensitive string codes -> bool (True for ``yes`` tokens), vectorised.
+
+    Exact comparisons with the canonical (first-listed) spellings cover the usual case in a
+    few O(n) passes; only unmatched patients are checked against all spellings and cases.
+    """
+    arr = np.atleast_1d(np.asarray(values))
+    if arr.dtype.kind != "U":
+        arr = arr.astype(str)
+    is_yes = arr == yes[0]
+    known = is_yes | (arr == no[0])
+    if not np.all(known):
+        rest = arr[~known]
+
+        def variants(tokens: list[str]) -> list[str]:
+            return sorted({v for t in tokens for v in (t, t.upper(), t.title(), t.capitalize())})
+
+        rest_yes = np.isin(rest, variants(yes))
+        rest_ok = rest_yes | np.isin(rest, variants(no))
+        if not np.all(rest_ok):
+            bad = np.ravel(rest)[np.flatnonzero(~np.ravel(rest_ok))[0]]
+            raise ValueError(f"{name} must be {expected}, got {bad!r}")
+        is_yes[~known] = rest_yes
+    return is_yes
 
 
 def _flag(values: ArrayLike, name: str, n: int) -> NDArray[np.bool_]:
     """0/1, bool or yes/no strings -> bool array broadcast to n patients."""
     arr = np.asarray(values)
     if arr.dtype.kind in "US":
-        low = arr.astype(str)
-        yes = _isin(low, ["yes", "y", "true", "1"])
-        no = _isin(low, ["no", "n", "false", "0"])
-        if not np.all(yes | no):
-            bad = np.ravel(arr)[np.flatnonzero(~np.ravel(yes | no))[0]]
-            raise ValueError(f"{name} must be yes/no (or 0/1, true/false), got {bad!r}")
-        out = yes
+        out = _classify(
+            arr, name, ["yes", "y", "true", "1"], ["no", "n", "false", "0"], "yes/no (or 0/1)"
+        )
     else:
         f = arr.astype(float)
         if not np.all((f == 0) | (f == 1)):
@@ -364,12 +381,9 @@ def _sex_female(sex: ArrayLike, n: int) -> NDArray[np.bool_]:
     arr = np.asarray(sex)
     if arr.dtype == bool:
         raise ValueError("sex must be 'female'/'male' (or 'F'/'M'), not a boolean")
-    low = arr.astype(str)
-    female = _isin(low, ["female", "f", "woman"])
-    male = _isin(low, ["male", "m", "man"])
-    if not np.all(female | male):
-        bad = np.ravel(arr)[np.flatnonzero(~np.ravel(female | male))[0]]
-        raise ValueError(f"sex must be 'female' or 'male', got {bad!r}")
+    female = _classify(
+        arr, "sex", ["female", "f", "woman"], ["male", "m", "man"], "'female' or 'male'"
+    )
     return np.broadcast_to(female, (n,))
 
 
@@ -378,15 +392,14 @@ _WHITE_OR_OTHER = ["white", "other"]
 
 
 def _race_aa(race: ArrayLike, n: int) -> NDArray[np.bool_]:
-    low = np.asarray(race).astype(str)
-    aa = _isin(low, _AFRICAN_AMERICAN)
-    ok = aa | _isin(low, _WHITE_OR_OTHER)
-    if not np.all(ok):
-        bad = np.ravel(low)[np.flatnonzero(~np.ravel(ok))[0]]
-        raise ValueError(
-            f"race must be 'white', 'african_american' or 'other' (other uses the white "
-            f"equations, as the 2013 guideline advises), got {bad!r}"
-        )
+    aa = _classify(
+        race,
+        "race",
+        _AFRICAN_AMERICAN,
+        _WHITE_OR_OTHER,
+        "'white', 'african_american' or 'other' (other uses the white equations, as the 2013 "
+        "guideline advises)",
+    )
     return np.broadcast_to(aa, (n,))
 
 
@@ -473,7 +486,7 @@ def pooled_cohort_linear_predictor(
     C = info.coef
     lp = np.zeros(n)
     for j, feat in enumerate(features):  # 13 terms, each vectorised over patients
-        lp += C[g, j] * feat
+        lp += np.take(C[:, j], g) * feat
     return lp, g
 
 
