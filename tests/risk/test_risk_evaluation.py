@@ -163,3 +163,13 @@ def test_risk_eval_input_errors() -> None:
         ev.rmse([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="unknown metric"):
         ev.evaluate_binary([0, 1], [0.2, 0.8], metrics=["accuracy"])
+
+
+def test_risk_eval_ici_large_n_interpolation_matches_exact_lowess() -> None:
+    from statsmodels.nonparametric.smoothers_lowess import lowess
+
+    rng = np.random.default_rng(4)
+    p = rng.uniform(0.02, 0.9, 2500)
+    y = (rng.random(p.size) < p**1.3).astype(float)
+    exact = np.mean(np.abs(p - np.clip(lowess(y, p, frac=0.75, it=0, return_sorted=False), 0, 1)))
+    assert ev.ici(y, p) == pytest.approx(exact, abs=1e-3)
