@@ -173,3 +173,22 @@ def test_risk_eval_ici_large_n_interpolation_matches_exact_lowess() -> None:
     y = (rng.random(p.size) < p**1.3).astype(float)
     exact = np.mean(np.abs(p - np.clip(lowess(y, p, frac=0.75, it=0, return_sorted=False), 0, 1)))
     assert ev.ici(y, p) == pytest.approx(exact, abs=1e-3)
+
+
+def test_risk_eval_continuous_subgroups_and_shape_checks() -> None:
+    rng = np.random.default_rng(8)
+    y = rng.uniform(70, 250, 120)
+    yhat = y + rng.normal(0, 10, 120)
+    g = np.array(["cgm"] * 100 + ["meter"] * 20)
+    tab = ev.subgroup_breakdown(y, yhat, g, kind="continuous", min_size=30, n_boot=50)
+    assert set(tab["metric"]) == {"rmse", "mae", "mard"}
+    meter = tab[(tab.group == "meter") & (tab.metric == "mae")].iloc[0]
+    assert meter["small"] and meter["value"] == pytest.approx(
+        mean_absolute_error(y[100:], yhat[100:])
+    )
+    with pytest.raises(ValueError, match="differ in length"):
+        ev.subgroup_breakdown(y, yhat, g[:5], kind="continuous")
+    with pytest.raises(ValueError, match="kind must be"):
+        ev.subgroup_breakdown(y, yhat, g, kind="ordinal")
+    with pytest.raises(ValueError, match="1-D"):
+        ev.net_benefit(np.zeros((2, 3)), np.full((2, 3), 0.5), [0.2])

@@ -600,17 +600,22 @@ _FRS_COLUMNS = ("age", "sex", "total_chol", "hdl", "sbp", "bp_treated", "smoker"
 
 
 class _PublishedEquation(TwinModel):
-    """TwinModel wrapper for a published equation: ``fit`` learns nothing and returns self."""
+    """TwinModel wrapper for a published equation: ``fit`` learns nothing and returns self.
+
+    Subclasses name the equation (``_equation``) and its input columns (``_columns``).
+    """
 
     _columns: tuple[str, ...] = ()
+    _equation: str = ""
+
+    def __init__(self, allow_extrapolation: bool = False) -> None:
+        self.allow_extrapolation = allow_extrapolation
 
     def fit(self, X: Any = None, y: Any = None) -> _PublishedEquation:
         """No-op (coefficients are published); returns ``self``."""
         self.columns_ = self._columns
+        self.equation_ = equation_info(self._equation)
         return self
-
-    def _risk(self, X: Any) -> FloatArray:
-        raise TypeError("use PooledCohortRisk or FraminghamCVDRisk")
 
     def predict_proba(self, X: Any) -> FloatArray:
         """(patients x 2) array of 1 - risk, 10-year risk (unit ``1``).
@@ -620,7 +625,10 @@ class _PublishedEquation(TwinModel):
         missing = [c for c in self._columns if c not in X]
         if missing:
             raise ValueError(f"X lacks column(s) {', '.join(missing)} for {type(self).__name__}")
-        r = self._risk(X)
+        r = _EQUATIONS[self._equation](
+            *(np.asarray(X[c]) for c in self._columns),
+            allow_extrapolation=self.allow_extrapolation,
+        )
         return np.column_stack([1.0 - r, r])
 
 
@@ -628,30 +636,14 @@ class PooledCohortRisk(_PublishedEquation):
     """Pooled Cohort Equations as a :class:`TwinModel` (see :func:`pooled_cohort_risk`)."""
 
     _columns = _PCE_COLUMNS
-
-    def __init__(self, allow_extrapolation: bool = False) -> None:
-        self.allow_extrapolation = allow_extrapolation
-
-    def _risk(self, X: Any) -> FloatArray:
-        return pooled_cohort_risk(
-            *(np.asarray(X[c]) for c in self._columns),
-            allow_extrapolation=self.allow_extrapolation,
-        )
+    _equation = "pooled_cohort_equations"
 
 
 class FraminghamCVDRisk(_PublishedEquation):
     """Framingham general CVD 2008 as a :class:`TwinModel` (see :func:`framingham_cvd_risk`)."""
 
     _columns = _FRS_COLUMNS
-
-    def __init__(self, allow_extrapolation: bool = False) -> None:
-        self.allow_extrapolation = allow_extrapolation
-
-    def _risk(self, X: Any) -> FloatArray:
-        return framingham_cvd_risk(
-            *(np.asarray(X[c]) for c in self._columns),
-            allow_extrapolation=self.allow_extrapolation,
-        )
+    _equation = "framingham_general_cvd_2008"
 
 
 _EQUATIONS: dict[str, Callable[..., FloatArray]] = {
