@@ -75,7 +75,9 @@ class QuantileBands:
             "time_unit": self.time_unit,
             "n_paths": self.n_paths,
             "times": self.times.tolist(),
-            "quantiles": {f"q{q:g}": v.tolist() for q, v in zip(self.quantiles, self.values)},
+            "quantiles": {
+                f"q{q:g}": v.tolist() for q, v in zip(self.quantiles, self.values, strict=True)
+            },
             "mean": self.mean.tolist(),
             "mean_se": self.mean_se.tolist(),
         }
@@ -303,7 +305,7 @@ class SDEModel(TwinModel):
     def times(self, t_end: float, *, t0: float = 0.0, record_every: int = 1) -> FloatArray:
         """Recorded time points (``time_unit``) matching :meth:`simulate`'s second axis."""
         n = self._n_steps(t0, t_end)
-        return t0 + self.dt * np.arange(0, n + 1, record_every)
+        return np.asarray(t0 + self.dt * np.arange(0, n + 1, record_every), dtype=float)
 
     def quantile_bands(
         self,
