@@ -394,7 +394,8 @@ def microsimulate(
         s_count = int(np.asarray(fn(0, st.astype(np.int64)[:1])).shape[-1])  # type: ignore[misc]
     if st.min() < 0 or st.max() >= s_count:
         raise ValueError(f"initial_states must lie in [0, {s_count - 1}]")
-    state = st.astype(np.intp)
+    sdtype = np.int8 if s_count <= 127 else np.int32  # narrow states: less memory traffic
+    state = st.astype(sdtype)
     counts = np.zeros((n_cycles + 1, s_count), dtype=np.int64)
     counts[0] = np.bincount(state, minlength=s_count)
     rec = np.empty((n, n_cycles + 1), dtype=np.int8) if record_states else None
@@ -414,26 +415,34 @@ def microsimulate(
     )
     is_abs = np.zeros(s_count, dtype=bool)
     is_abs[absorbing] = True
-    tta = np.where(is_abs[state], 0.0, np.nan)
+    absorbed = np.take(is_abs, state)
+    tta = np.where(absorbed, 0.0, np.nan)
     for t in range(n_cycles):
+        u01 = rng.random(n)
+        # new state = number of cumulative probabilities <= u (inverse CDF); the last column
+        # (1 up to round-off) is skipped so round-off can never push a draw past the last state
+        new = np.zeros(n, dtype=sdtype)
         if fn is not None:
-            rows = np.cumsum(np.asarray(fn(t, state), dtype=float), axis=-1)
+            rows = np.cumsum(np.asarray(fn(t, state.astype(np.int64)), dtype=float), axis=-1)
+            for k in range(s_count - 1):
+                new += rows[:, k] <= u01
         else:
             assert cum is not None
-            rows = (cum[t] if cum.ndim == 3 else cum)[state]
-        u01 = rng.random(n)
-        # count of cumulative probabilities <= u (last column excluded for round-off safety)
-        new = (rows[:, :-1] <= u01[:, None]).sum(axis=1)
+            ct = cum[t] if cum.ndim == 3 else cum
+            for k in range(s_count - 1):
+                new += np.take(ct[:, k], state) <= u01
         state = new
         counts[t + 1] = np.bincount(state, minlength=s_count)
         if rec is not None:
             rec[:, t + 1] = state
         if want_rewards:
-            cost += c[state] * wc[t + 1]
-            qaly += u[state] * we[t + 1]
+            cost += np.take(c * wc[t + 1], state)
+            qaly += np.take(u * we[t + 1], state)
         if absorbing.size:
-            newly = np.isnan(tta) & is_abs[state]
+            now = np.take(is_abs, state)
+            newly = now & ~absorbed
             tta[newly] = t + 1
+            absorbed |= now
     return MicrosimResult(
         counts=counts,
         cost=cost if want_rewards else None,
