@@ -68,8 +68,17 @@ def _grid(
         raise ValueError(
             f"h0 has non-finite values at patients {np.flatnonzero(~np.isfinite(h))[:5].tolist()}"
         )
-    if not np.all(np.isfinite(t)):
-        raise ValueError("times contain non-finite values; mark missing observations in y")
+    ya = None if y is None else np.asarray(y, dtype=float)
+    pad = ~np.isfinite(t)
+    if np.any(pad):
+        # ragged panels: NaN times are allowed only where y is missing too; they are filled
+        # with unit steps after the previous time so the recursion stays defined
+        if ya is None or ya.shape != t.shape or np.any(np.isfinite(ya[pad])):
+            raise ValueError("times contain non-finite values where y is observed (or no y)")
+        t = t.copy()
+        for j in range(t.shape[1]):
+            prev = t[:, j - 1] if j else np.zeros(t.shape[0])
+            t[:, j] = np.where(pad[:, j], prev + 1.0, t[:, j])
     if np.any(t[:, 0] <= 0):
         i = int(np.flatnonzero(t[:, 0] <= 0)[0])
         raise ValueError(f"times[{i}, 0] = {t[i, 0]:g} must be > 0 (time since baseline)")
@@ -77,9 +86,7 @@ def _grid(
     if np.any(dif <= 0):
         i, j = (int(v) for v in np.argwhere(dif <= 0)[0])
         raise ValueError(f"times[{i}] not strictly increasing at column {j + 1}")
-    ya = None
-    if y is not None:
-        ya = np.asarray(y, dtype=float)
+    if ya is not None:
         if ya.shape != (n, m):
             raise ValueError(f"y must have shape {(n, m)} like times; got {ya.shape}")
         if not np.any(np.isfinite(ya)):
