@@ -415,8 +415,12 @@ def microsimulate(
     )
     is_abs = np.zeros(s_count, dtype=bool)
     is_abs[absorbing] = True
-    absorbed = np.take(is_abs, state)
-    tta = np.where(absorbed, 0.0, np.nan)
+    # cycles spent outside absorbing states; absorbing states never left, so this is the
+    # time to absorption for everyone absorbed by the horizon
+    not_abs = (~is_abs).astype(np.int16)
+    alive_cycles = np.zeros(n, dtype=np.int16 if n_cycles < 32_000 else np.int32)
+    if absorbing.size:
+        alive_cycles += np.take(not_abs, state)
     for t in range(n_cycles):
         u01 = rng.random(n)
         # new state = number of cumulative probabilities <= u (inverse CDF); the last column
@@ -439,10 +443,11 @@ def microsimulate(
             cost += np.take(c * wc[t + 1], state)
             qaly += np.take(u * we[t + 1], state)
         if absorbing.size:
-            now = np.take(is_abs, state)
-            newly = now & ~absorbed
-            tta[newly] = t + 1
-            absorbed |= now
+            alive_cycles += np.take(not_abs, state)
+    if absorbing.size:
+        tta = np.where(np.take(is_abs, state), alive_cycles.astype(float), np.nan)
+    else:
+        tta = np.full(n, np.nan)
     return MicrosimResult(
         counts=counts,
         cost=cost if want_rewards else None,
