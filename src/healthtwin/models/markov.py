@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -335,7 +336,7 @@ class MicrosimResult:
     cost: FloatArray | None
     qaly: FloatArray | None
     time_to_absorption: FloatArray
-    states: NDArray[np.int8] | None
+    states: NDArray[np.signedinteger[Any]] | None
     cost_unit: str
     label: str = field(default="simulated")
 
@@ -394,11 +395,12 @@ def microsimulate(
         s_count = int(np.asarray(fn(0, st.astype(np.int64)[:1])).shape[-1])  # type: ignore[misc]
     if st.min() < 0 or st.max() >= s_count:
         raise ValueError(f"initial_states must lie in [0, {s_count - 1}]")
-    sdtype = np.int8 if s_count <= 127 else np.int32  # narrow states: less memory traffic
-    state = st.astype(sdtype)
+    # narrow state dtype: less memory traffic per cycle
+    sdtype: np.dtype[np.signedinteger[Any]] = np.dtype(np.int8 if s_count <= 127 else np.int32)
+    state: NDArray[np.signedinteger[Any]] = st.astype(sdtype)
     counts = np.zeros((n_cycles + 1, s_count), dtype=np.int64)
     counts[0] = np.bincount(state, minlength=s_count)
-    rec = np.empty((n, n_cycles + 1), dtype=np.int8) if record_states else None
+    rec = np.empty((n, n_cycles + 1), dtype=sdtype) if record_states else None
     if rec is not None:
         rec[:, 0] = state
     want_rewards = state_costs is not None and state_utilities is not None
@@ -417,15 +419,15 @@ def microsimulate(
     is_abs[absorbing] = True
     # cycles spent outside absorbing states; absorbing states never left, so this is the
     # time to absorption for everyone absorbed by the horizon
-    not_abs = (~is_abs).astype(np.int16)
-    alive_cycles = np.zeros(n, dtype=np.int16 if n_cycles < 32_000 else np.int32)
+    not_abs: NDArray[np.int32] = (~is_abs).astype(np.int32)
+    alive_cycles: NDArray[np.int32] = np.zeros(n, dtype=np.int32)
     if absorbing.size:
         alive_cycles += np.take(not_abs, state)
     for t in range(n_cycles):
         u01 = rng.random(n)
         # new state = number of cumulative probabilities <= u (inverse CDF); the last column
         # (1 up to round-off) is skipped so round-off can never push a draw past the last state
-        new = np.zeros(n, dtype=sdtype)
+        new: NDArray[np.signedinteger[Any]] = np.zeros(n, dtype=sdtype)
         if fn is not None:
             rows = np.cumsum(np.asarray(fn(t, state.astype(np.int64)), dtype=float), axis=-1)
             for k in range(s_count - 1):
