@@ -169,3 +169,22 @@ def test_bad_inputs_are_named() -> None:
     g = TrajectoryODE(f, ["r"], [1.0], unit="mg/dL", lower=0.0, upper=200.0)
     with pytest.raises(OutOfRangeError, match="predicted H"):
         g.predict(np.array([[1.0, 5.0]]), [100.0], theta=[1.0])
+
+
+def test_profile_interval_for_alpha_agrees_with_wald_and_chi2() -> None:
+    times, h0, x, tr = _panel(300, 6, seed=21)
+    rng = np.random.default_rng(22)
+    y = _truth(times, h0, x, tr) + rng.normal(0, SIGMA, times.shape)
+    m = LinearTrajectoryODE().fit(times, y, h0, X=x, T=tr)
+    lo, hi = m.profile_interval_alpha()
+    tab = m.summary_.table.loc["alpha"]
+    assert lo < m.alpha_ < hi
+    # with 1,800 observations the likelihood is near-quadratic: profile ~ Wald (5 % of width)
+    width = tab.ci_high - tab.ci_low
+    assert abs(lo - tab.ci_low) < 0.05 * width and abs(hi - tab.ci_high) < 0.05 * width
+    # at each end the likelihood-ratio statistic equals the chi-square(1) 95 % point
+    t_, ya, h, xx, trr = m._data_
+    best = m._profile(m.alpha_, t_, ya, h, xx, trr)[0]
+    for end in (lo, hi):
+        lr = 2 * (m._profile(end, t_, ya, h, xx, trr)[0] - best)
+        assert lr == pytest.approx(3.841458820694124, rel=1e-6)
