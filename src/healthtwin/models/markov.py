@@ -619,6 +619,24 @@ class MarkovTransitionEstimator(TwinModel):
                 ll += float(np.sum(w[sel] * np.log(pk[trip[sel, 0], trip[sel, 1]])))
         return ll
 
+    def bootstrap_interval(
+        self, sequences: ArrayLike, n_boot: int = 200, seed: int | None = 0
+    ) -> tuple[FloatArray, FloatArray]:
+        """Percentile intervals (``level``) for T by resampling individuals (rows) with
+        replacement and refitting; honest when many visits are missing (the Dirichlet
+        intervals then treat expected counts as observed). Returns (low, high), each (S, S)."""
+        seq = np.asarray(sequences)
+        rng = np.random.default_rng(seed)
+        draws = np.empty((n_boot, self.n_states, self.n_states))
+        for b in range(n_boot):
+            idx = rng.integers(0, seq.shape[0], seq.shape[0])
+            est = MarkovTransitionEstimator(
+                self.n_states, self.allowed, self.prior, self.level, self.max_iter, self.tol
+            ).fit(seq[idx])
+            draws[b] = est.transition_
+        q = np.quantile(draws, [(1 - self.level) / 2, (1 + self.level) / 2], axis=0)
+        return q[0], q[1]
+
     def predict_proba(self, states: ArrayLike, n_steps: int = 1) -> FloatArray:
         """State distribution after ``n_steps`` cycles from each current state, (n, S)."""
         self._require_fitted("transition_")
