@@ -374,7 +374,7 @@ class TreatmentMDP(TwinModel):
             a = pol[s]
             actions[:, t] = a
             rewards[:, t] = self.R_[s, a]
-            u = rng.random(n)
+            u: FloatArray = np.asarray(rng.random(n), dtype=float)
             nxt = (cum[a, s, :] < u[:, None]).sum(axis=1)
             s = np.minimum(nxt, self.P_.shape[1] - 1).astype(np.int64)
             states[:, t + 1] = s
