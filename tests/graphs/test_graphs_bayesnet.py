@@ -351,3 +351,11 @@ def test_bad_inputs_raise_clear_errors() -> None:
         DiscreteBayesianNetwork.from_cpts(
             [("a", "b")], {"a": [0.5, 0.5], "b": [0.5, 0.5]}, {"a": [0, 1], "b": [0, 1]}
         )
+
+
+def test_shipped_asia_network_is_the_published_one() -> None:
+    from healthtwin.models.bayesnet import asia_network
+
+    shipped = asia_network()
+    for v, t in _asia_cpts().items():
+        np.testing.assert_array_equal(shipped.cpts_[v], t)

@@ -54,6 +54,7 @@ __all__ = [
     "k2_score",
     "hill_climb",
     "topological_order",
+    "asia_network",
 ]
 
 Edge = tuple[str, str]
@@ -965,3 +966,36 @@ class LinearGaussianBayesianNetwork(TwinModel):
     def unit(self, variable: str) -> str:
         """UCUM unit of ``variable`` (as given in ``units``; "1" when not stated)."""
         return (self.units or {}).get(variable, "1")
+
+
+def asia_network() -> DiscreteBayesianNetwork:
+    """The classic "asia" chest-clinic network (Lauritzen & Spiegelhalter 1988).
+
+    Eight binary variables with states ("no", "yes"): visit to Asia, smoking, tuberculosis,
+    lung cancer, bronchitis, "either" (tuberculosis or cancer), positive X-ray, dyspnoea.
+    A worked example for docs, the CLI and benchmarks; the probabilities are the published ones.
+    """
+    either = np.zeros((2, 2, 2))
+    either[0, 0] = [1.0, 0.0]
+    either[0, 1] = either[1, 0] = either[1, 1] = [0.0, 1.0]
+    cpts = {
+        "asia": np.array([0.99, 0.01]),
+        "smoke": np.array([0.5, 0.5]),
+        "tub": np.array([[0.99, 0.01], [0.95, 0.05]]),
+        "lung": np.array([[0.99, 0.01], [0.9, 0.1]]),
+        "bronc": np.array([[0.7, 0.3], [0.4, 0.6]]),
+        "either": either,
+        "xray": np.array([[0.95, 0.05], [0.02, 0.98]]),
+        "dysp": np.array([[[0.9, 0.1], [0.2, 0.8]], [[0.3, 0.7], [0.1, 0.9]]]),
+    }
+    edges = [
+        ("asia", "tub"),
+        ("smoke", "lung"),
+        ("smoke", "bronc"),
+        ("tub", "either"),
+        ("lung", "either"),
+        ("either", "xray"),
+        ("either", "dysp"),
+        ("bronc", "dysp"),
+    ]
+    return DiscreteBayesianNetwork.from_cpts(edges, cpts, {v: ["no", "yes"] for v in cpts})
