@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from healthtwin.models.bayesnet import DiscreteBayesianNetwork, asia_network, hill_climb
-from healthtwin.models.mdp import value_iteration
+from healthtwin.models.mdp import policy_iteration, value_iteration
 
 warnings.simplefilter("ignore", FutureWarning)
 
@@ -124,6 +124,28 @@ def bench_mdp(S: int, A: int) -> None:
     ours = _best(lambda: value_iteration(P, R, gamma, epsilon=eps, iteration_bound=True))
     peer = _best(peer_run)
     _row(f"value iteration, random MDP S={S} A={A} ({sol.n_iter} it)", ours, peer, "pymdptoolbox")
+
+    import mdptoolbox.example
+
+    Pf, Rf = mdptoolbox.example.forest(S=S)
+    solf = value_iteration(Pf, Rf, 0.99, epsilon=1e-6, iteration_bound=True)
+
+    def peer_forest() -> None:
+        vi = mdptoolbox.mdp.ValueIteration(Pf, Rf, 0.99, epsilon=1e-6)
+        vi.run()
+        assert vi.iter == solf.n_iter
+
+    ours = _best(lambda: value_iteration(Pf, Rf, 0.99, epsilon=1e-6, iteration_bound=True))
+    peer = _best(peer_forest)
+    _row(f"value iteration, forest S={S} gamma 0.99 ({solf.n_iter} it)", ours, peer, "pymdptoolbox")
+    ours = _best(lambda: policy_iteration(Pf, Rf, 0.99), repeat=1)
+
+    def peer_pi() -> None:
+        pi = mdptoolbox.mdp.PolicyIteration(Pf, Rf, 0.99)
+        pi.run()
+
+    peer = _best(peer_pi, repeat=1)
+    _row(f"policy iteration, forest S={S} gamma 0.99", ours, peer, "pymdptoolbox")
 
 
 def main() -> None:

@@ -150,13 +150,15 @@ def _encode(
             sv = list(state_names[v])
         else:
             sv = sorted(pd.unique(col).tolist())
-        lookup = {s: i for i, s in enumerate(sv)}
-        try:
-            codes[:, j] = [lookup[x] for x in col.tolist()]
-        except KeyError as exc:
+        if len(set(sv)) != len(sv):
+            raise ValueError(f"state_names[{v!r}]: duplicate states in {sv}")
+        c = np.asarray(pd.Categorical(col, categories=sv).codes, dtype=np.int64)
+        if np.any(c < 0):
+            bad = int(np.flatnonzero(c < 0)[0])
             raise ValueError(
-                f"data[{v!r}]: value {exc.args[0]!r} is not one of the states {sv}"
-            ) from None
+                f"data[{v!r}]: value {col[bad]!r} at row {bad} is not one of the states {sv}"
+            )
+        codes[:, j] = c
         states[v] = sv
     return codes, states
 
