@@ -359,3 +359,20 @@ def test_shipped_asia_network_is_the_published_one() -> None:
     shipped = asia_network()
     for v, t in _asia_cpts().items():
         np.testing.assert_array_equal(shipped.cpts_[v], t)
+
+
+def test_linear_gaussian_refuses_to_extrapolate_unless_asked() -> None:
+    from healthtwin.models.base import OutOfRangeError
+
+    data = _lg_truth().simulate(n_samples=300, seed=3)
+    net = LinearGaussianBayesianNetwork([("age", "sbp")], units={"age": "a", "sbp": "mm[Hg]"}).fit(
+        data[["age", "sbp"]]
+    )
+    too_old = float(data["age"].max()) + 30.0
+    with pytest.raises(
+        OutOfRangeError, match=r"evidence\['age'\] = .* a is outside the valid range"
+    ):
+        net.predict({"age": [50.0, too_old]})
+    got = net.predict({"age": [too_old]}, allow_extrapolation=True)
+    b = net.coef_["sbp"]
+    np.testing.assert_allclose(got[0, 0], b[0] + b[1] * too_old)  # the conditional mean line

@@ -255,3 +255,14 @@ def test_bad_inputs_raise_clear_errors() -> None:
         value_iteration(P, R, 0.9, allowed=np.zeros((3, 2), dtype=bool))
     with pytest.raises(ValueError, match="actions: must be integers"):
         FittedQIteration(2).fit([[0.0]], [5], [1.0], [[0.0]])
+
+
+def test_fitted_q_iteration_refuses_states_outside_the_logged_range() -> None:
+    from healthtwin.models.base import OutOfRangeError
+
+    P, R = _chain_mdp()
+    s, a, r, s2 = _log(P, R, 300, seed=3)
+    fqi = FittedQIteration(3, gamma=0.5, n_iterations=3, state_unit="1").fit(s, a, r, s2)
+    with pytest.raises(OutOfRangeError, match=r"states\[:, 0\] = 7 1 is outside the valid range"):
+        fqi.predict([[7.0]])
+    assert fqi.predict([[7.0]], allow_extrapolation=True).shape == (1,)

@@ -43,7 +43,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import special, stats
 
-from healthtwin.models.base import TwinModel
+from healthtwin.models.base import TwinModel, check_range
 
 __all__ = [
     "DiscreteBayesianNetwork",
@@ -855,6 +855,9 @@ class LinearGaussianBayesianNetwork(TwinModel):
         self.variables_ = order
         self.parents_ = parents
         self.n_samples_ = n
+        self.data_range_ = {
+            v: (float(x[:, pos[v]].min()), float(x[:, pos[v]].max())) for v in order
+        }
         self.coef_: dict[str, FloatArray] = {}
         self.coef_se_: dict[str, FloatArray] = {}
         self.std_: dict[str, float] = {}
@@ -903,18 +906,31 @@ class LinearGaussianBayesianNetwork(TwinModel):
         inv = np.linalg.inv(np.eye(m) - b)
         return inv @ c, inv @ np.diag(omega) @ inv.T
 
-    def query(self, evidence: Mapping[str, ArrayLike]) -> tuple[list[str], FloatArray, FloatArray]:
+    def query(
+        self, evidence: Mapping[str, ArrayLike], *, allow_extrapolation: bool = False
+    ) -> tuple[list[str], FloatArray, FloatArray]:
         """Posterior of the unobserved variables given per-patient observations.
 
         ``evidence`` maps a subset of variables to arrays (n,), the same subset observed for every
         patient. Returns (unobserved variables, posterior means (n, k), covariance (k, k)); the
-        covariance does not depend on the observed values.
+        covariance does not depend on the observed values. Observations outside the range seen
+        at fit time raise :class:`~healthtwin.models.base.OutOfRangeError` unless
+        ``allow_extrapolation=True`` (the linear model is then used beyond its data).
         """
         mu, cov = self.to_joint_gaussian()
         pos = {v: i for i, v in enumerate(self.variables_)}
-        for v in evidence:
+        for v, vals in evidence.items():
             if v not in pos:
                 raise ValueError(f"evidence: {v!r} is not a variable of the network")
+            lo, hi = self.data_range_[v]
+            check_range(
+                f"evidence[{v!r}]",
+                vals,
+                lo,
+                hi,
+                self.unit(v),
+                allow_extrapolation=allow_extrapolation,
+            )
         obs = [v for v in self.variables_ if v in evidence]
         hid = [v for v in self.variables_ if v not in evidence]
         if not hid:
@@ -934,9 +950,11 @@ class LinearGaussianBayesianNetwork(TwinModel):
         post_cov = cov[np.ix_(ia, ia)] - gain @ s_ab.T
         return hid, mean, post_cov
 
-    def predict(self, evidence: Mapping[str, ArrayLike]) -> FloatArray:
+    def predict(
+        self, evidence: Mapping[str, ArrayLike], *, allow_extrapolation: bool = False
+    ) -> FloatArray:
         """Posterior mean of the unobserved variables (n, k), in their data units."""
-        return self.query(evidence)[1]
+        return self.query(evidence, allow_extrapolation=allow_extrapolation)[1]
 
     def simulate(self, n: int, seed: int | np.random.Generator | None = None) -> FloatArray:
         """Simulated patients (n, V) by ancestral sampling, columns ordered as ``variables_``."""

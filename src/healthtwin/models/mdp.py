@@ -43,7 +43,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from healthtwin.models.base import TwinModel
+from healthtwin.models.base import TwinModel, check_range
 
 __all__ = [
     "MDPSolution",
@@ -305,6 +305,7 @@ class TreatmentMDP(TwinModel):
     method : "value_iteration" or "policy_iteration".
     epsilon : value-iteration tolerance (reward unit).
     max_iter : iteration cap.
+    reward_unit : UCUM unit of the rewards and values (e.g. "a" for QALYs per epoch).
 
     ``fit(P, R, allowed=None)`` learns ``V_`` (S,), ``policy_`` (S,), ``Q_`` (S, A), ``n_iter_``.
     """
@@ -315,7 +316,9 @@ class TreatmentMDP(TwinModel):
         method: Literal["value_iteration", "policy_iteration"] = "policy_iteration",
         epsilon: float = 0.01,
         max_iter: int = 10_000,
+        reward_unit: str = "1",
     ) -> None:
+        self.reward_unit = reward_unit
         self.gamma = gamma
         self.method = method
         self.epsilon = epsilon
@@ -384,6 +387,7 @@ class TreatmentMDP(TwinModel):
             "actions": actions,
             "rewards": rewards,
             "discounted_return": rewards @ disc,
+            "reward_unit": self.reward_unit,
             "simulated": True,
         }
 
@@ -404,8 +408,11 @@ class FittedQIteration(TwinModel):
     allowed_actions : optional callable ``states (n, d) -> bool mask (n, A)`` (the clinical rule);
         the max in the Bellman target and the recommended action only range over permitted actions.
     random_state : seed for the default regressor.
+    state_unit, reward_unit : UCUM units of the state features and of the rewards / Q values.
 
-    Learned attributes: ``regressor_`` (the final Q function), ``n_features_in_``.
+    Learned attributes: ``regressor_`` (the final Q function), ``n_features_in_``,
+    ``state_min_`` / ``state_max_`` (the logged state range, outside which prediction refuses
+    to extrapolate by default).
     """
 
     def __init__(
@@ -416,7 +423,11 @@ class FittedQIteration(TwinModel):
         regressor: Any = None,
         allowed_actions: AllowedRule | None = None,
         random_state: int | None = 0,
+        state_unit: str = "1",
+        reward_unit: str = "1",
     ) -> None:
+        self.state_unit = state_unit
+        self.reward_unit = reward_unit
         self.n_actions = n_actions
         self.gamma = gamma
         self.n_iterations = n_iterations
@@ -506,37 +517,57 @@ class FittedQIteration(TwinModel):
             reg = self._new_regressor().fit(x, target)
         self.regressor_ = reg
         self.n_features_in_ = s.shape[1]
+        both = np.vstack([s, s2])
+        self.state_min_ = both.min(axis=0)
+        self.state_max_ = both.max(axis=0)
         return self
 
-    def predict_q(self, states: ArrayLike) -> FloatArray:
-        """Estimated Q(s, a), shape (n, A) (reward unit); disallowed actions are -inf."""
+    def _checked_states(self, states: ArrayLike, allow_extrapolation: bool) -> FloatArray:
         self._require_fitted("regressor_")
         s = self._as_states(states, "states")
         if s.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"states: {s.shape[1]} features, the model was fitted on {self.n_features_in_}"
             )
+        for j in range(s.shape[1]):
+            check_range(
+                f"states[:, {j}]",
+                s[:, j],
+                float(self.state_min_[j]),
+                float(self.state_max_[j]),
+                self.state_unit,
+                allow_extrapolation=allow_extrapolation,
+            )
+        return s
+
+    def predict_q(self, states: ArrayLike, *, allow_extrapolation: bool = False) -> FloatArray:
+        """Estimated Q(s, a), shape (n, A) (reward unit); disallowed actions are -inf.
+
+        States outside the range seen in the logged data raise ``OutOfRangeError`` unless
+        ``allow_extrapolation=True`` (tree ensembles extrapolate as a constant).
+        """
+        s = self._checked_states(states, allow_extrapolation)
         return np.where(self._mask(s), self._q_all(self.regressor_, s), -np.inf)
 
     def predict_q_interval(
-        self, states: ArrayLike, level: float = 0.9
+        self, states: ArrayLike, level: float = 0.9, *, allow_extrapolation: bool = False
     ) -> tuple[FloatArray, FloatArray]:
         """Spread of Q(s, a) across the ensemble's trees: (low, high), each (n, A).
 
         An ensemble-spread interval (not a frequentist confidence interval); requires a
         regressor with ``estimators_`` (forests). Disallowed actions are -inf.
         """
-        self._require_fitted("regressor_")
+        s = self._checked_states(states, allow_extrapolation)
         trees = getattr(self.regressor_, "estimators_", None)
         if trees is None:
             raise ValueError("regressor: has no estimators_; intervals need a tree ensemble")
-        s = self._as_states(states, "states")
         per_tree = np.stack([self._q_all(t, s) for t in trees])
         lo = np.quantile(per_tree, (1 - level) / 2, axis=0)
         hi = np.quantile(per_tree, (1 + level) / 2, axis=0)
         m = self._mask(s)
         return np.where(m, lo, -np.inf), np.where(m, hi, -np.inf)
 
-    def predict(self, states: ArrayLike) -> IntArray:
+    def predict(self, states: ArrayLike, *, allow_extrapolation: bool = False) -> IntArray:
         """Greedy permitted action per patient state, shape (n,)."""
-        return self.predict_q(states).argmax(axis=1).astype(np.int64)
+        q = self.predict_q(states, allow_extrapolation=allow_extrapolation)
+        return q.argmax(axis=1).astype(np.int64)
