@@ -15,6 +15,7 @@ from healthtwin.models.bayesnet import (
     DiscreteBayesianNetwork,
     LinearGaussianBayesianNetwork,
     bdeu_score,
+    bic_gauss_score,
     bic_score,
     hill_climb,
     k2_score,
@@ -376,3 +377,26 @@ def test_linear_gaussian_refuses_to_extrapolate_unless_asked() -> None:
     got = net.predict({"age": [too_old]}, allow_extrapolation=True)
     b = net.coef_["sbp"]
     np.testing.assert_allclose(got[0, 0], b[0] + b[1] * too_old)  # the conditional mean line
+
+
+def test_gaussian_bic_and_hill_climb_equal_pgmpy() -> None:
+    from pgmpy.base import DAG
+    from pgmpy.estimators import HillClimbSearch
+    from pgmpy.structure_score import BICGauss
+
+    data = _lg_truth().simulate(n_samples=600, seed=12)
+    for edges in ([("age", "sbp"), ("bmi", "sbp"), ("sbp", "risk")], [], [("risk", "age")]):
+        dag = DAG(edges)
+        dag.add_nodes_from(data.columns)
+        assert bic_gauss_score(data, edges) == pytest.approx(BICGauss(data).score(dag), rel=1e-10)
+    res = hill_climb(data, score="bic-g")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        pg = HillClimbSearch(data).estimate(scoring_method="bic-g", show_progress=False)
+    assert res.score == pytest.approx(bic_gauss_score(data, list(pg.edges())), abs=1e-6)
+    skeleton = {frozenset(e) for e in res.edges}
+    assert {
+        frozenset(("age", "sbp")),
+        frozenset(("bmi", "sbp")),
+        frozenset(("sbp", "risk")),
+    } <= skeleton
