@@ -123,6 +123,11 @@ def test_random_mdps_equal_pymdptoolbox(seed: int, S: int, A: int, gamma: float)
     assert vi.n_iter == vi_ref.iter
     np.testing.assert_allclose(vi.V, vi_ref.V, rtol=1e-9, atol=1e-12)
     _check_bounds(value_iteration(P, R, gamma, epsilon=eps), pi.V, eps)
+    # finite horizon (backward induction) against pymdptoolbox on the same random MDP
+    fh = finite_horizon(P, R, gamma, 5)
+    fh_ref = mdptoolbox.mdp.FiniteHorizon(P, R, gamma, 5)
+    fh_ref.run()
+    np.testing.assert_allclose(fh.V, fh_ref.V, rtol=1e-10, atol=1e-12)
     # policy evaluation of the optimal policy reproduces V*
     np.testing.assert_allclose(
         policy_evaluation(P, R, gamma, pi.policy), pi.V, rtol=1e-9, atol=1e-9

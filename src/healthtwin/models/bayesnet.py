@@ -637,22 +637,22 @@ class DiscreteBayesianNetwork(TwinModel):
     # -- inference ---------------------------------------------------------------------------
 
     def _codes_for(self, variable: str, values: ArrayLike) -> IntArray:
-        """Evidence values (states, or -1 / None for unobserved) -> integer codes."""
+        """Evidence values (states, or None / NaN for unobserved) -> integer codes (-1 = none)."""
         if variable not in self.state_names_:
             raise ValueError(f"evidence: {variable!r} is not a variable of the network")
         arr = np.atleast_1d(np.asarray(values, dtype=object))
-        lookup = {s: i for i, s in enumerate(self.state_names_[variable])}
-        out = np.empty(arr.shape[0], dtype=np.int64)
-        for i, x in enumerate(arr.tolist()):
-            if x is None or (isinstance(x, float) and np.isnan(x)):
-                out[i] = -1
-            elif x in lookup:
-                out[i] = lookup[x]
-            else:
-                raise ValueError(
-                    f"evidence[{variable!r}][{i}] = {x!r}: not one of the states "
-                    f"{self.state_names_[variable]} (use None for unobserved)"
-                )
+        if arr.ndim != 1:
+            raise ValueError(f"evidence[{variable!r}]: need one value per patient, shape (n,)")
+        states = self.state_names_[variable]
+        missing = np.asarray(pd.isna(arr), dtype=bool)
+        out = np.asarray(pd.Categorical(arr, categories=states).codes, dtype=np.int64)
+        bad = (out < 0) & ~missing
+        if np.any(bad):
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"evidence[{variable!r}][{i}] = {arr[i]!r}: not one of the states "
+                f"{states} (use None for unobserved)"
+            )
         return out
 
     def _evidence_factors(

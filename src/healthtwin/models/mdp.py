@@ -366,7 +366,12 @@ class TreatmentMDP(TwinModel):
         self._require_fitted("policy_")
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         pol = self.policy_ if policy is None else np.asarray(policy, dtype=np.int64)
-        s = np.asarray(initial_states, dtype=np.int64).copy()
+        s = np.atleast_1d(np.asarray(initial_states)).astype(np.int64)
+        n_s = self.policy_.shape[0]
+        if s.ndim != 1 or np.any((s < 0) | (s >= n_s)):
+            raise ValueError(f"initial_states: need integer states in [0, {n_s - 1}], shape (n,)")
+        if int(n_steps) < 1:
+            raise ValueError(f"n_steps = {n_steps}: must be >= 1")
         n = s.shape[0]
         states = np.zeros((n, n_steps + 1), dtype=np.int64)
         actions = np.zeros((n, n_steps), dtype=np.int64)
