@@ -271,3 +271,21 @@ def test_fitted_q_iteration_refuses_states_outside_the_logged_range() -> None:
     with pytest.raises(OutOfRangeError, match=r"states\[:, 0\] = 7 1 is outside the valid range"):
         fqi.predict([[7.0]])
     assert fqi.predict([[7.0]], allow_extrapolation=True).shape == (1,)
+
+
+def test_models_follow_the_scikit_learn_estimator_contract() -> None:
+    from sklearn.base import clone
+
+    from healthtwin.models.bayesnet import DiscreteBayesianNetwork, LinearGaussianBayesianNetwork
+
+    for est in (
+        TreatmentMDP(gamma=0.7, method="value_iteration"),
+        FittedQIteration(3, gamma=0.6, n_iterations=4),
+        DiscreteBayesianNetwork([("a", "b")], estimator="bdeu", equivalent_sample_size=3.0),
+        LinearGaussianBayesianNetwork([("a", "b")], std_estimator="mle"),
+    ):
+        twin = clone(est)
+        assert twin.get_params() == est.get_params()
+    P, R = mdptoolbox.example.forest()
+    model = TreatmentMDP(gamma=0.9)
+    assert model.fit(P, R) is model
