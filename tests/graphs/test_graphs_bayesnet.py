@@ -400,3 +400,15 @@ def test_gaussian_bic_and_hill_climb_equal_pgmpy() -> None:
         frozenset(("bmi", "sbp")),
         frozenset(("sbp", "risk")),
     } <= skeleton
+
+
+def test_long_chain_beyond_einsum_label_limit_matches_markov_chain_power() -> None:
+    # 80-node binary chain: P(x_79 | x_0 = 1) is row 1 of T^79 (independent oracle)
+    T = np.array([[0.9, 0.1], [0.3, 0.7]])
+    names = [f"x{i}" for i in range(80)]
+    edges = list(zip(names[:-1], names[1:], strict=True))
+    cpts = {names[0]: np.array([0.5, 0.5]), **{v: T for v in names[1:]}}
+    net = DiscreteBayesianNetwork.from_cpts(edges, cpts, {v: [0, 1] for v in names})
+    got = net.query(["x79"], {"x0": [1, 0]})
+    expected = np.linalg.matrix_power(T, 79)[[1, 0]]
+    np.testing.assert_allclose(got, expected, rtol=1e-10)

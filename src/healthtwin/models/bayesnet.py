@@ -450,12 +450,23 @@ class _Factor:
 
 
 def _multiply_sum(factors: list[_Factor], keep: Sequence[str], label: Mapping[str, int]) -> _Factor:
-    """Product of ``factors`` summed over every variable not in ``keep`` (one einsum)."""
+    """Product of ``factors`` summed over every variable not in ``keep`` (one einsum).
+
+    Variables are relabelled 0..k-1 per call (einsum allows 52 labels per call, not per network).
+    """
+    local: dict[str, int] = {}
+    for v in sorted({w for f in factors for w in f.scope} | set(keep), key=label.__getitem__):
+        local[v] = len(local)
+    if len(local) > 52:
+        raise ValueError(
+            f"variable elimination: an intermediate factor spans {len(local)} variables (> 52); "
+            "the network is too densely connected for exact inference"
+        )
     operands: list[Any] = []
     for f in factors:
         operands.append(f.table)
-        operands.append([Ellipsis, *[label[v] for v in f.scope]])
-    operands.append([Ellipsis, *[label[v] for v in keep]])
+        operands.append([Ellipsis, *[local[v] for v in f.scope]])
+    operands.append([Ellipsis, *[local[v] for v in keep]])
     out = np.einsum(*operands, optimize=len(factors) > 2)
     return _Factor(tuple(keep), np.asarray(out, dtype=float))
 
