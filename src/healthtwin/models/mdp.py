@@ -148,7 +148,8 @@ def _check_allowed(allowed: ArrayLike | None, n_s: int, n_a: int) -> BoolArray:
 
 def bellman_q(P: FloatArray, r_sa: FloatArray, gamma: float, V: FloatArray) -> FloatArray:
     """Q(s, a) = R(s, a) + gamma sum_s' P(s'|s,a) V(s'), shape (S, A)."""
-    return r_sa + gamma * (P @ V).T
+    n_a, n_s, _ = P.shape
+    return r_sa + gamma * (P.reshape(n_a * n_s, n_s) @ V).reshape(n_a, n_s).T
 
 
 def _greedy(q: FloatArray, mask: BoolArray) -> tuple[IntArray, FloatArray]:
