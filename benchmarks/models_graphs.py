@@ -1,6 +1,7 @@
 """Benchmark: healthtwin Bayesian networks vs pgmpy, and MDP solvers vs pymdptoolbox.
 
-Run: ``.venv/bin/python benchmarks/models_graphs.py`` (``--quick`` for a smaller run). Prints our
+Run: ``OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/models_graphs.py`` (``--quick`` for a
+smaller run; single-thread BLAS keeps dense-solve timings stable on a loaded shared machine). Prints our
 time, the peer's time on the same work in the same run, and the ratio (peer / ours). Timings are
 wall-clock best-of-N on a shared machine; treat them as indicative.
 """
