@@ -324,7 +324,7 @@ def run_replication(
 
     def start(pid: int, si: int, service: float) -> None:
         nonlocal seq, board_total, n_breach
-        if is_ward[si] and p_edout[pid] < 0:
+        if is_ward[si] and p_edout[pid] == math.inf:
             p_edout[pid] = now
             if (p_arr[pid] >= warm or p_arr[pid] < 0) and now - p_arr[pid] > target:
                 n_breach += 1
@@ -437,14 +437,14 @@ def run_replication(
         p_wait.append(0.0)
         p_board.append(0.0)
         p_done.append(False)
-        p_edout.append(-1.0)
+        p_edout.append(math.inf)
         return pid
 
     def finish(pid: int) -> None:
         nonlocal n_exit, n_breach
         p_done[pid] = True
         counted = p_arr[pid] >= warm or p_arr[pid] < 0
-        if p_edout[pid] < 0:
+        if p_edout[pid] == math.inf:
             p_edout[pid] = now
             if counted and now - p_arr[pid] > target:
                 n_breach += 1
@@ -456,9 +456,9 @@ def run_replication(
             logev(pid, "exit", -1)
 
     # ---- initial events ----
-    for t, si, c in cap_ev:
+    for t_c, s_c, n_c in cap_ev:
         seq += 1
-        heapq.heappush(ev, (t, seq, _CAP, si, c))
+        heapq.heappush(ev, (t_c, seq, _CAP, s_c, n_c))
     smp_times = np.arange(0.0, horizon + 1e-9, spec.sample_every)
     for t in smp_times:
         seq += 1
@@ -479,16 +479,18 @@ def run_replication(
         si = cp.steps[ci][step][0]
         p_step[pid] = step
         if ip.in_service:
-            d = cp.steps[ci][step][1]
+            step_dist = cp.steps[ci][step][1]
             elapsed = -ip.since
             s = svc[ci][step].draw()
             for _ in range(50):
                 if s > elapsed:
                     break
                 s = svc[ci][step].draw()
-            rem = s - elapsed if s > elapsed else d.expected()
+            rem = s - elapsed if s > elapsed else step_dist.expected()
             p_q[pid] = ip.since
             p_wait[pid] = 0.0
+            if is_ward[si]:
+                p_edout[pid] = ip.since  # already admitted: left the emergency area
             busy[si] += 1
             p_tok[pid] += 1
             if preempt[si]:
@@ -608,7 +610,7 @@ def run_replication(
                 q_rows.append(list(qlen))
             else:
                 present = [i for i in range(len(p_cls)) if not p_done[i]]
-                in_ed = [i for i in present if p_edout[i] < 0]
+                in_ed = [i for i in present if p_edout[i] == math.inf]
                 horizon_stats[now] = {
                     "patients_present[1]": float(len(present)),
                     "in_emergency_area[1]": float(len(in_ed)),
@@ -638,7 +640,7 @@ def run_replication(
     # share of patients (arrived after warm-up) whose emergency stay (arrival -> ward
     # admission or exit) exceeded the target; denominator: those who left the area.
     n_left = sum(
-        1 for i in range(len(p_cls)) if p_edout[i] >= 0 and (p_arr[i] >= warm or p_arr[i] < 0)
+        1 for i in range(len(p_cls)) if p_edout[i] < math.inf and (p_arr[i] >= warm or p_arr[i] < 0)
     )
     kpis["target_breach_fraction[1]"] = n_breach / n_left if n_left else math.nan
     kpis["boarding_hours[h]"] = board_total / 60.0

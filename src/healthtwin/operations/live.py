@@ -116,9 +116,8 @@ def census_from_fhir(
         if not locs:
             raise SpecError(f"encounters[{i}] ({e.get('id')}): active but no location")
         last = locs[-1]
-        ref = (last.get("location") or {}).get("reference") or (last.get("location") or {}).get(
-            "display"
-        )
+        loc = last.get("location") or {}
+        ref = str(loc.get("reference") or loc.get("display") or "")
         if ref not in location_map:
             raise SpecError(f"encounters[{i}].location: {ref!r} not in location_map")
         _, cls, step = location_map[ref]

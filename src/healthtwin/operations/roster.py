@@ -48,7 +48,7 @@ def build_roster(
     m = cp_model.CpModel()
     big = int(req.max()) + 1
     x = {(d, s, L): m.new_int_var(0, big, f"x{d}_{s}_{L}") for d in range(7) for s, L in shifts}
-    cover = [[[] for _ in range(24)] for _ in range(7)]
+    cover: list[list[list[cp_model.IntVar]]] = [[[] for _ in range(24)] for _ in range(7)]
     for (d, s, L), v in x.items():
         for k in range(L):
             hh = s + k

@@ -98,11 +98,11 @@ class Dist(_Strict):
         """Draw ``n`` values (min), vectorised."""
         d = self.dist
         if d == "exponential":
-            return rng.exponential(self.mean, n)
+            return rng.exponential(float(self.mean or 0.0), n)
         if d == "deterministic":
             return np.full(n, float(self.mean or 0.0))
         if d == "uniform":
-            return rng.uniform(self.low, self.high, n)
+            return rng.uniform(float(self.low or 0.0), float(self.high or 0.0), n)
         if d == "empirical":
             return rng.choice(np.asarray(self.values, dtype=float), n)
         m, s = float(self.mean or 0.0), float(self.sd or 0.0)
@@ -266,10 +266,9 @@ class FacilitySpec(_Strict):
         for i, d in enumerate(self.disruptions):
             if d.station is not None and d.station not in self.stations:
                 raise ValueError(f"disruptions[{i}].station: unknown station {d.station!r}")
-        for sname, st in self.stations.items():
-            if st.schedule and sorted(b.start_hour for b in st.schedule) != [
-                b.start_hour for b in st.schedule
-            ]:
+        for sname, station in self.stations.items():
+            hours = [b.start_hour for b in station.schedule or []]
+            if hours != sorted(hours):
                 raise ValueError(f"stations.{sname}.schedule: start_hour must increase")
         return self
 
