@@ -243,6 +243,8 @@ def run_replication(
     offset = spec.start_hour * 60.0 + spec.start_weekday * 1440.0
     lam_max = max(prof) * max(wk) * max([1.0] + [f for _, _, f in surges]) / 60.0  # /min
     n_prof = len(prof)
+    # constant rate: every candidate is accepted, so the thinning uniform is not drawn
+    const_rate = len(set(prof)) == 1 and len(set(wk)) == 1 and not surges
 
     def rate(t: float) -> float:
         a = t + offset
@@ -285,10 +287,9 @@ def run_replication(
     p_arr: list[float] = []
     p_q: list[float] = []
     p_tok: list[int] = []
-    p_rem: list[float] = []
-    p_held: list[int] = []
+    p_rem: dict[int, float] = {}  # remaining service of pre-empted patients (min)
+    p_held: dict[int, int] = {}  # station whose server a boarding patient still holds
     p_wait: list[float] = []
-    p_board: list[float] = []
     p_done: list[bool] = []
     p_edout: list[float] = []  # time the patient left the emergency area (ward start / exit)
 
@@ -336,13 +337,12 @@ def run_replication(
         if p_arr[pid] >= warm:
             wait_sum[si] += w
             wait_n[si] += 1
-        h = p_held[pid]
-        if h >= 0:
-            p_board[pid] += w
-            if p_arr[pid] >= warm:
-                board_total += w
-            p_held[pid] = -1
-            release(h)
+        if p_held:
+            h = p_held.pop(pid, -1)
+            if h >= 0:
+                if p_arr[pid] >= warm:
+                    board_total += w
+                release(h)
         tok = p_tok[pid]
         if preempt[si]:
             in_svc[si][pid] = (cp.cls_prio[p_cls[pid]], now, now + service)
@@ -365,9 +365,8 @@ def run_replication(
                 continue
             qlen[si] -= 1
             p_tok[pid] += 1
-            rem = p_rem[pid]
+            rem = p_rem.pop(pid, -1.0) if p_rem else -1.0
             if rem >= 0.0:
-                p_rem[pid] = -1.0
                 start(pid, si, rem)
             else:
                 ci = p_cls[pid]
@@ -406,7 +405,7 @@ def run_replication(
                 start(pid, si, svc[ci][step].draw())
                 return
         mq = maxq[si]
-        if mq is not None and qlen[si] >= mq and p_held[pid] < 0:
+        if mq is not None and qlen[si] >= mq and pid not in p_held:
             p_tok[pid] += 1
             p_done[pid] = True
             if p_arr[pid] >= warm:
@@ -421,7 +420,7 @@ def run_replication(
         if do_log:
             logev(pid, "queue", si)
         pat = patience[ci]
-        if pat is not None and p_held[pid] < 0:
+        if pat is not None and pid not in p_held:
             seq += 1
             heapq.heappush(ev, (now + pat.draw(), seq, _REN, pid, p_tok[pid]))
 
@@ -432,10 +431,7 @@ def run_replication(
         p_arr.append(arrived)
         p_q.append(arrived)
         p_tok.append(0)
-        p_rem.append(-1.0)
-        p_held.append(-1)
         p_wait.append(0.0)
-        p_board.append(0.0)
         p_done.append(False)
         p_edout.append(math.inf)
         return pid
@@ -511,7 +507,7 @@ def run_replication(
     t_next = 0.0 if lam_max > 0 else horizon
     while t_next < horizon:
         t_next += arr_rng.e() / lam_max
-        if t_next >= horizon or arr_rng.u() * lam_max <= rate(t_next):
+        if const_rate or t_next >= horizon or arr_rng.u() * lam_max <= rate(t_next):
             break
     if t_next < horizon:
         seq += 1
@@ -554,7 +550,7 @@ def run_replication(
             if nxt >= 0 and hold[si]:
                 p_held[pid] = si
                 join(pid, nxt)
-                if p_held[pid] >= 0 and do_log:
+                if pid in p_held and do_log:
                     logev(pid, "board", si)
                 continue
             release(si)
@@ -563,12 +559,13 @@ def run_replication(
             else:
                 finish(pid)
         elif kind == _ARR:
-            u = cls_rng.u()
             ci = 0
-            for k, c_ in enumerate(cp.cls_cum):
-                if u <= c_:
-                    ci = k
-                    break
+            if n_cls > 1:
+                u = cls_rng.u()
+                for k, c_ in enumerate(cp.cls_cum):
+                    if u <= c_:
+                        ci = k
+                        break
             pid = new_patient(ci, now)
             if now >= warm:
                 n_arr += 1
@@ -578,7 +575,7 @@ def run_replication(
             t_next = now
             while True:
                 t_next += arr_rng.e() / lam_max
-                if t_next >= horizon or arr_rng.u() * lam_max <= rate(t_next):
+                if const_rate or t_next >= horizon or arr_rng.u() * lam_max <= rate(t_next):
                     break
             if t_next < horizon:
                 seq += 1
@@ -615,7 +612,7 @@ def run_replication(
                     "patients_present[1]": float(len(present)),
                     "in_emergency_area[1]": float(len(in_ed)),
                     "over_target_present[1]": float(sum(now - p_arr[i] > target for i in in_ed)),
-                    "boarding_now[1]": float(sum(p_held[i] >= 0 for i in present)),
+                    "boarding_now[1]": float(sum(i in p_held for i in present)),
                     "waiting_now[1]": float(sum(qlen)),
                 }
     now = horizon
