@@ -697,4 +697,5 @@ def run_replications(
 
     d = spec.model_dump(mode="json")
     with ProcessPoolExecutor(max_workers=workers) as ex:
-        return list(ex.map(_worker, [(d, seed, r, options) for r in reps]))
+        chunk = max(1, n_reps // (4 * workers))  # fewer round trips for many short replications
+        return list(ex.map(_worker, [(d, seed, r, options) for r in reps], chunksize=chunk))
