@@ -112,3 +112,28 @@ def test_calibrate_forecast_compare_optimize(tmp_path: Path) -> None:
     assert "chosen:" in r.output and "roster (OPTIMAL" in r.output
     r = run.invoke(main, ["ops", "optimize", "treatment_centre", "--station", "nowhere"])
     assert r.exit_code != 0 and "unknown station" in r.output
+
+
+def test_forecast_from_census_json(tmp_path: Path) -> None:
+    census = {
+        "as_of": "2026-01-19T14:00:00+00:00",
+        "patients": [
+            {
+                "id": "a",
+                "cls": "major",
+                "step": "treat",
+                "arrived": "2026-01-19T11:00:00+00:00",
+                "since": "2026-01-19T13:30:00+00:00",
+                "in_service": True,
+            },
+            {"id": "b", "cls": "minor", "step": "assess", "arrived": "2026-01-19T13:00:00+00:00"},
+        ],
+        "staff": [{"station": "assessment", "servers": 2, "until": "2026-01-19T16:00:00+00:00"}],
+    }
+    p = tmp_path / "census.json"
+    p.write_text(json.dumps(census))
+    r = CliRunner().invoke(
+        main, ["ops", "forecast", "ed", "--census", str(p), "--reps", "3", "--hours", "4,8"]
+    )
+    assert r.exit_code == 0, r.output
+    assert "2 patients; simulated" in r.output and "busy/ward[1]" in r.output

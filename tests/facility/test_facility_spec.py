@@ -75,6 +75,20 @@ def test_yaml_errors(tmp_path: Path) -> None:
         load_spec(tmp_path / "missing.yaml")
 
 
+def test_profile_csv(tmp_path: Path) -> None:
+    (tmp_path / "rates.csv").write_text("period,arrival_rate\n0-1,2.5\n1-2,4.0\n")
+    d = _base()
+    d["arrivals"] = {"profile_csv": "rates.csv"}
+    assert parse_spec(d, "t", tmp_path).arrivals.profile == [2.5, 4.0]
+    d["arrivals"] = {"profile_csv": "missing.csv"}
+    with pytest.raises(SpecError, match="arrivals.profile_csv: .*missing.csv not found"):
+        parse_spec(d, "t", tmp_path)
+    (tmp_path / "bad.csv").write_text("period,arrival_rate\n0-1,-1\n")
+    d["arrivals"] = {"profile_csv": "bad.csv"}
+    with pytest.raises(SpecError, match="must hold rates >= 0"):
+        parse_spec(d, "t", tmp_path)
+
+
 def test_bundled_specs_load_and_digest() -> None:
     names = bundled_specs()
     assert {"ed", "ward", "primary_care", "treatment_centre"} <= set(names)

@@ -300,6 +300,7 @@ def run_replication(
 
     wait_sum = [0.0] * n_st
     wait_n = [0] * n_st
+    wait_pos = [0] * n_st  # service starts that had waited (> 0 min)
     t_in_sys: list[list[float]] = [[] for _ in range(n_cls)]
     waits_done: list[float] = []
     n_arr = 0
@@ -337,6 +338,8 @@ def run_replication(
         if p_arr[pid] >= warm:
             wait_sum[si] += w
             wait_n[si] += 1
+            if w > 0.0:
+                wait_pos[si] += 1
         if p_held:
             h = p_held.pop(pid, -1)
             if h >= 0:
@@ -628,6 +631,7 @@ def run_replication(
     kpis["arrivals[1]"] = float(n_arr)
     kpis["throughput[1]"] = float(n_exit)
     kpis["wait_mean[min]"] = float(w.mean()) if w.size else math.nan
+    kpis["p_wait[1]"] = float(np.mean(w > 0.0)) if w.size else math.nan
     for qq in (50, 90, 95):
         kpis[f"wait_p{qq}[min]"] = float(np.percentile(w, qq)) if w.size else math.nan
     kpis["time_in_system_mean[min]"] = float(all_t.mean()) if all_t.size else math.nan
@@ -644,6 +648,7 @@ def run_replication(
     roles: dict[str, list[float]] = {}
     for si, n in enumerate(cp.st_names):
         kpis[f"wait_mean/{n}[min]"] = wait_sum[si] / wait_n[si] if wait_n[si] else math.nan
+        kpis[f"p_wait/{n}[1]"] = wait_pos[si] / wait_n[si] if wait_n[si] else math.nan
         kpis[f"occupancy_mean/{n}[1]"] = busy_area[si] / span
         if cap_area[si] > 0:
             kpis[f"utilisation/{n}[1]"] = busy_area[si] / cap_area[si]

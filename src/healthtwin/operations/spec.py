@@ -286,10 +286,41 @@ def _format_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def parse_spec(data: dict[str, Any], source: str = "<dict>") -> FacilitySpec:
-    """Validate a spec dict; raise :class:`SpecError` naming each bad field."""
+def _resolve_profile_csv(data: dict[str, Any], base: Path, source: str) -> None:
+    """``arrivals.profile_csv``: read the rate column (/h) of a CSV (``period,arrival_rate``,
+    the treat-sim format) into ``arrivals.profile``; paths are relative to the spec file."""
+    arr = data.get("arrivals")
+    if not isinstance(arr, dict) or "profile_csv" not in arr:
+        return
+    import pandas as pd
+
+    name = str(arr.pop("profile_csv"))
+    path = (base / name) if not Path(name).is_absolute() else Path(name)
+    if not path.exists():
+        raise SpecError(
+            f"invalid facility spec {source}:\n  arrivals.profile_csv: {path} not found"
+        )
+    df = pd.read_csv(path)
+    col = "arrival_rate" if "arrival_rate" in df.columns else df.columns[-1]
+    rates = pd.to_numeric(df[col], errors="coerce")
+    if rates.isna().any() or (rates < 0).any():
+        raise SpecError(
+            f"invalid facility spec {source}:\n  arrivals.profile_csv: column {col!r} of {path} "
+            "must hold rates >= 0 (/h)"
+        )
+    arr["profile"] = rates.astype(float).tolist()
+
+
+def parse_spec(
+    data: dict[str, Any], source: str = "<dict>", base_dir: str | Path | None = None
+) -> FacilitySpec:
+    """Validate a spec dict; raise :class:`SpecError` naming each bad field.
+
+    ``arrivals.profile_csv`` (a CSV of hourly rates) is resolved against ``base_dir``.
+    """
     if not isinstance(data, dict):
         raise SpecError(f"invalid facility spec {source}: top level must be a mapping")
+    _resolve_profile_csv(data, Path(base_dir) if base_dir else Path.cwd(), source)
     try:
         return FacilitySpec.model_validate(data)
     except ValidationError as err:
@@ -309,7 +340,7 @@ def load_spec(path: str | Path) -> FacilitySpec:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as err:
         raise SpecError(f"facility spec {p}: YAML syntax error: {err}") from None
-    return parse_spec(data, str(p))
+    return parse_spec(data, str(p), p.parent)
 
 
 def bundled_specs() -> list[str]:
