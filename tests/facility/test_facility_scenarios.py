@@ -9,7 +9,7 @@ import pytest
 
 from healthtwin.operations import queueing
 from healthtwin.operations.engine import run_replications
-from healthtwin.operations.kpi import kpi_frame, mser5, replications_needed
+from healthtwin.operations.kpi import choose_warmup, kpi_frame, mser5, replications_needed
 from healthtwin.operations.optimize import (
     erlang_screen,
     expected_visits,
@@ -171,6 +171,14 @@ def test_replications_needed_reaches_precision() -> None:
 
     hw = stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / np.sqrt(n)
     assert n == len(res) and hw / v.mean() <= 0.02 / 1.02 + 1e-12
+
+
+def test_choose_warmup_for_filling_ward() -> None:
+    # A ward that starts empty fills over ~ a few mean stays (2 days): the warm-up chosen must
+    # be positive and within the first half of the run.
+    spec = load_spec("ward")
+    w = choose_warmup(spec, n_pilot=4, seed=0)
+    assert 1440.0 <= w <= spec.horizon / 2
 
 
 def test_mser5_finds_transient() -> None:

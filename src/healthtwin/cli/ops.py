@@ -38,8 +38,16 @@ def ops() -> None:
 @click.option("--out", "out_dir", default="ops-out", show_default=True, type=click.Path())
 @click.option("--kpi", default="wait_mean[min]", show_default=True, help="KPI for --reps 0")
 @click.option("--stress", is_flag=True, help="also run surge / failure / sickness stress tests")
+@click.option("--auto-warmup", is_flag=True, help="choose the warm-up by MSER-5 on pilot runs")
 def simulate_cmd(
-    spec: str, reps: int, seed: int, workers: int, out_dir: str, kpi: str, stress: bool
+    spec: str,
+    reps: int,
+    seed: int,
+    workers: int,
+    out_dir: str,
+    kpi: str,
+    stress: bool,
+    auto_warmup: bool,
 ) -> None:
     """Simulate SPEC (a YAML path or a bundled name: ed, ward, primary_care, treatment_centre)."""
     from healthtwin.operations.engine import RunOptions, run_replications
@@ -49,6 +57,12 @@ def simulate_cmd(
     from healthtwin.operations.scenarios import stress_test
 
     sp = _load(spec)
+    if auto_warmup:
+        from healthtwin.operations.kpi import choose_warmup
+
+        wu = choose_warmup(sp, seed=seed)
+        click.echo(f"warm-up chosen by MSER-5: {wu:.0f} min (spec said {sp.warmup:.0f} min)")
+        sp = sp.model_copy(update={"warmup": wu})
     if reps <= 0:
         _, res = replications_needed(
             lambda first, n: run_replications(sp, n, seed, workers, first_rep=first), kpi

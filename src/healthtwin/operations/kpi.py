@@ -14,6 +14,7 @@ import pandas as pd
 from scipy import stats
 
 from healthtwin.operations.engine import RepResult
+from healthtwin.operations.spec import FacilitySpec
 
 
 def kpi_frame(results: Sequence[RepResult]) -> pd.DataFrame:
@@ -121,3 +122,17 @@ def paired_difference(base: pd.DataFrame, other: pd.DataFrame, level: float = 0.
     out = pd.DataFrame(rows).T
     out.index.name = "kpi"
     return out
+
+
+def choose_warmup(spec: FacilitySpec, n_pilot: int = 5, seed: int = 0) -> float:
+    """Warm-up (min) by MSER-5 on the pilot-mean total occupancy series (all stations).
+
+    Runs ``n_pilot`` replications with warm-up 0 and returns the truncation point times the
+    sampling interval; cap: half the horizon (MSER-5 searches the first half only).
+    """
+    from healthtwin.operations.engine import run_replications
+
+    pilot = spec.model_copy(update={"warmup": 0.0})
+    res = run_replications(pilot, n_pilot, seed)
+    series = np.mean([r.occupancy.sum(axis=1) for r in res], axis=0)
+    return float(mser5(series) * spec.sample_every)
