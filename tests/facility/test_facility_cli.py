@@ -51,6 +51,12 @@ def test_simulate_primary_care_and_bad_spec(tmp_path: Path) -> None:
     )
     assert r.exit_code == 0, r.output
     assert "after_hours_share[1]" in r.output
+    r = CliRunner().invoke(
+        main, ["ops", "simulate", "ed", "--reps", "2", "--out", str(tmp_path / "ed")]
+    )
+    assert r.exit_code == 0, r.output
+    rec = json.loads((tmp_path / "ed" / "run.json").read_text())
+    assert rec["kpis"]["boarding_hours[h]"]["mean"] is not None
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"name": "x", "horizon": -1}))
     r = CliRunner().invoke(main, ["ops", "simulate", str(bad)])

@@ -228,3 +228,61 @@ def test_common_random_numbers_keep_arrivals() -> None:
     b = kpi_frame(run_replications(parse_spec(more), 5, seed=4))
     assert (a["arrivals[1]"] == b["arrivals[1]"]).all()
     assert (b["wait_mean[min]"] <= a["wait_mean[min]"] + 1e-12).all()
+
+
+def _joint(
+    cubicles: int,
+    nurses: int,
+    service: dict[str, Any],
+    rate_h: float,
+    horizon: float,
+    warmup: float,
+) -> dict[str, Any]:
+    return {
+        "name": "joint",
+        "horizon": horizon,
+        "warmup": warmup,
+        "stations": {
+            "cubicle": {"servers": cubicles, "role": "cubicle"},
+            "nurse": {"servers": nurses, "role": "nurse"},
+        },
+        "classes": {
+            "p": {
+                "share": 1.0,
+                "pathway": [
+                    {"name": "treat", "station": "cubicle", "also": ["nurse"], "service": service}
+                ],
+            }
+        },
+        "arrivals": {"profile": [rate_h]},
+    }
+
+
+def test_joint_holding_deterministic() -> None:
+    # 2 cubicles but 1 nurse needed with each: three patients at t=0 leave at 10, 20, 30 min.
+    d = _joint(2, 1, {"dist": "deterministic", "mean": 10}, 0.0, 100, 0)
+    opt = RunOptions(initial=[InitialPatient("p", "treat") for _ in range(3)])
+    r = run_replication(parse_spec(d), 0, 0, opt)
+    assert sorted(r.class_time_in_system["p"].tolist()) == pytest.approx([10.0, 20.0, 30.0])
+    assert r.kpis["utilisation/nurse[1]"] == pytest.approx(0.3)
+    assert r.kpis["utilisation/cubicle[1]"] == pytest.approx(30 / 200)
+
+
+def test_joint_holding_binding_resource_is_mmc() -> None:
+    # 5 cubicles each needing one of 2 nurses: at most 2 in service, so the system is M/M/2
+    # (lambda = 0.15, mu = 0.1): Wq from Erlang C, 4-SE Monte Carlo band.
+    d = _joint(5, 2, {"dist": "exponential", "mean": 10.0}, 9.0, 30000, 1500)
+    res = run_replications(parse_spec(d), 10, seed=8)
+    _mc_check(np.array([r.kpis["wait_mean[min]"] for r in res]), queueing.mmc(0.15, 0.1, 2)["wq"])
+    assert max(float(r.occupancy[:, 0].max()) for r in res) <= 2
+
+
+def test_joint_holding_validation() -> None:
+    from healthtwin.operations.spec import SpecError
+
+    d = _joint(2, 1, {"dist": "deterministic", "mean": 10}, 1.0, 100, 0)
+    d["classes"]["p"]["pathway"][0]["also"] = ["scanner"]
+    with pytest.raises(
+        SpecError, match=r"pathway\[0\].also\[0\]: unknown or repeated station 'scanner'"
+    ):
+        parse_spec(d)

@@ -140,7 +140,7 @@ class _Compiled:
         cum = np.cumsum([spec.classes[c].share for c in self.cls_names])
         self.cls_cum = (cum / cum[-1]).tolist()
         # per class: list of steps (station idx, dist, next targets, next cum probs)
-        self.steps: list[list[tuple[int, Dist, list[int], list[float]]]] = []
+        self.steps: list[list[tuple[int, Dist, list[int], list[float], list[int]]]] = []
         self.step_index: list[dict[str, int]] = []
         for c in self.cls_names:
             path = spec.classes[c].pathway
@@ -153,7 +153,8 @@ class _Compiled:
                     tg = [(-1 if k == EXIT else idx[k]) for k in s.next]
                     cp = np.cumsum(list(s.next.values())).tolist()
                     cp[-1] = 1.0
-                rows.append((self.st_index[s.station], s.service, tg, cp))
+                aux = [self.st_index[x] for x in s.also]
+                rows.append((self.st_index[s.station], s.service, tg, cp, aux))
             self.steps.append(rows)
             self.step_index.append(idx)
 
@@ -275,6 +276,15 @@ def run_replication(
     preempt = [spec.stations[n].preemptive for n in cp.st_names]
     hold = [spec.stations[n].hold_until_next for n in cp.st_names]
     maxq = [spec.stations[n].max_queue for n in cp.st_names]
+    # joint holding ("also"): stations whose steps need other stations, and who depends on whom
+    has_aux = [False] * n_st
+    dependents: list[list[int]] = [[] for _ in range(n_st)]
+    for rows_ in cp.steps:
+        for row in rows_:
+            for x in row[4]:
+                has_aux[row[0]] = True
+                if row[0] not in dependents[x]:
+                    dependents[x].append(row[0])
     is_ward = [spec.stations[n].kind == "ward" for n in cp.st_names]
     dwin = pol.discharge_hours
     in_svc: list[dict[int, tuple[int, float, float]]] = [{} for _ in range(n_st)]
@@ -333,6 +343,10 @@ def run_replication(
         if now > warm:
             account(si, now)
         busy[si] += 1
+        for x in cp.steps[p_cls[pid]][p_step[pid]][4]:
+            if now > warm:
+                account(x, now)
+            busy[x] += 1
         w = now - p_q[pid]
         p_wait[pid] += w
         if p_arr[pid] >= warm:
@@ -359,13 +373,22 @@ def run_replication(
             account(si, now)
         busy[si] -= 1
         pull(si)
+        for d_ in dependents[si]:
+            pull(d_)
+
+    def aux_free(pid: int) -> bool:
+        return all(busy[x] < cap[x] for x in cp.steps[p_cls[pid]][p_step[pid]][4])
 
     def pull(si: int) -> None:
         q = queues[si]
         while q and busy[si] < cap[si]:
-            _, _, pid, tok = heapq.heappop(q)
+            _, _, pid, tok = q[0]
             if p_tok[pid] != tok:
+                heapq.heappop(q)
                 continue
+            if has_aux[si] and not aux_free(pid):
+                break  # head of the line waits for its other resources
+            heapq.heappop(q)
             qlen[si] -= 1
             p_tok[pid] += 1
             rem = p_rem.pop(pid, -1.0) if p_rem else -1.0
@@ -381,7 +404,7 @@ def run_replication(
         si = cp.steps[ci][step][0]
         p_step[pid] = step
         p_q[pid] = now
-        if busy[si] < cap[si] and not queues[si]:
+        if busy[si] < cap[si] and not queues[si] and (not has_aux[si] or aux_free(pid)):
             p_tok[pid] += 1
             start(pid, si, svc[ci][step].draw())
             return
@@ -491,6 +514,8 @@ def run_replication(
             if is_ward[si]:
                 p_edout[pid] = ip.since  # already admitted: left the emergency area
             busy[si] += 1
+            for x in cp.steps[ci][step][4]:
+                busy[x] += 1
             p_tok[pid] += 1
             if preempt[si]:
                 in_svc[si][pid] = (cp.cls_prio[ci], ip.since, rem)
@@ -530,7 +555,7 @@ def run_replication(
                 continue
             ci = p_cls[pid]
             step = p_step[pid]
-            si, _, tg, cpr = cp.steps[ci][step]
+            si, _, tg, cpr, aux = cp.steps[ci][step]
             if dwin is not None and is_ward[si]:
                 hod = ((now + spec.start_hour * 60.0) / 60.0) % 24.0
                 lo, hi = dwin
@@ -550,6 +575,8 @@ def run_replication(
                     if u <= c_:
                         nxt = tg[k]
                         break
+            for x in aux:  # other resources held with this step are freed at its end
+                release(x)
             if nxt >= 0 and hold[si]:
                 p_held[pid] = si
                 join(pid, nxt)
@@ -604,6 +631,8 @@ def run_replication(
             else:
                 cap[si] = b
             pull(si)
+            for d_ in dependents[si]:
+                pull(d_)
         else:  # sample
             if a == 0:
                 occ_rows.append(list(busy))

@@ -35,7 +35,7 @@ class RunRecord(BaseModel):
     code_version: str = Field(default_factory=lambda: healthtwin.__version__)
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     command: str = "simulate"
-    kpis: dict[str, dict[str, float]]
+    kpis: dict[str, dict[str, float | None]]  # None: not defined in any replication
     outputs: list[str] = Field(default_factory=list)
 
 
@@ -59,7 +59,7 @@ def make_record(
         seed=seed,
         replications=len(results),
         command=command,
-        kpis=kpis,  # type: ignore[arg-type]
+        kpis=kpis,
     )
 
 

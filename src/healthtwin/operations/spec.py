@@ -156,6 +156,11 @@ class Step(_Strict):
     next: dict[str, float] | None = Field(
         default=None, description="step name (or 'exit') -> probability; default: next in list"
     )
+    also: list[str] = Field(
+        default_factory=list,
+        description="other stations (staff of another role, equipment) held with this one "
+        "for the whole service; the patient starts only when one server of each is free",
+    )
 
 
 class PatientClass(_Strict):
@@ -256,6 +261,15 @@ class FacilitySpec(_Strict):
                 where = f"classes.{cname}.pathway[{i}]"
                 if st.station not in self.stations:
                     raise ValueError(f"{where}.station: unknown station {st.station!r}")
+                for k, extra in enumerate(st.also):
+                    if extra not in self.stations or extra == st.station:
+                        raise ValueError(
+                            f"{where}.also[{k}]: unknown or repeated station {extra!r}"
+                        )
+                    if self.stations[extra].preemptive or self.stations[st.station].preemptive:
+                        raise ValueError(
+                            f"{where}.also[{k}]: joint holding is not supported with pre-emption"
+                        )
                 if st.next is not None:
                     for tgt in st.next:
                         if tgt != EXIT and tgt not in names:
