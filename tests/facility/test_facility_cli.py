@@ -78,6 +78,24 @@ def test_calibrate_forecast_compare_optimize(tmp_path: Path) -> None:
     )
     assert r.exit_code == 0, r.output
     assert "length_of_stay[min]" in json.loads((tmp_path / "cal.json").read_text())
+    r = run.invoke(
+        main,
+        [
+            "ops",
+            "calibrate",
+            "--fhir-encounters",
+            str(DATA / "encounters_small.ndjson"),
+            "--spec",
+            "ed",
+            "--spec-out",
+            str(tmp_path / "ed_cal.yaml"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    from healthtwin.operations.spec import load_spec
+
+    cal = load_spec(tmp_path / "ed_cal.yaml")
+    assert len(cal.arrivals.profile) == 24 and cal.stations == load_spec("ed").stations
     lm = tmp_path / "lm.yaml"
     lm.write_text(
         yaml.safe_dump(

@@ -103,6 +103,9 @@ def test_census_from_fhir_fixture_and_ed_forecast() -> None:
     )
     fc = forecast(load_spec("ed"), census, hours=(4, 8, 24), n_reps=8, seed=2)
     assert set(fc["horizon[h]"]) == {4, 8, 24}
+    assert {"wait_mean_so_far[min]", "boarding_so_far[h]", "lwbs_so_far[1]"} <= set(fc["quantity"])
+    cum = fc[fc["quantity"] == "boarding_so_far[h]"].sort_values("horizon[h]")["mean"].to_numpy()
+    assert (np.diff(cum) >= -1e-12).all()  # cumulative quantities never decrease
     assert (fc["p05"] <= fc["mean"] + 1e-9).all() and (fc["mean"] <= fc["p95"] + 1e-9).all()
     with pytest.raises(SpecError, match="not in location_map"):
         census_from_fhir(encs, {}, NOW)

@@ -95,8 +95,15 @@ def simulate_cmd(
 @click.option("--fhir-encounters", type=click.Path(exists=True), help="Encounter NDJSON")
 @click.option("--by", default="class", show_default=True, help="group LOS fits by this column")
 @click.option("--out", "out_path", type=click.Path(), help="write the JSON report here")
+@click.option("--spec", "spec_in", help="spec whose arrivals are replaced by the fitted NHPP")
+@click.option("--spec-out", type=click.Path(), help="write the calibrated spec (YAML) here")
 def calibrate_cmd(
-    csv_path: str | None, fhir_encounters: str | None, by: str, out_path: str | None
+    csv_path: str | None,
+    fhir_encounters: str | None,
+    by: str,
+    out_path: str | None,
+    spec_in: str | None,
+    spec_out: str | None,
 ) -> None:
     """Fit arrival profile (NHPP) and length-of-stay distributions with goodness of fit."""
     from healthtwin.operations.calibrate import calibrate, encounters_from_csv, encounters_from_fhir
@@ -113,6 +120,14 @@ def calibrate_cmd(
     if out_path:
         Path(out_path).write_text(text)
     click.echo(text)
+    if spec_in and spec_out:
+        from healthtwin.operations.scenarios import apply_patch
+
+        sp = apply_patch(_load(spec_in), {"arrivals": rep["spec_arrivals"]}, "calibrated")
+        Path(spec_out).write_text(yaml.safe_dump(sp.model_dump(mode="json", exclude_none=True)))
+        click.echo(f"calibrated spec written to {spec_out}")
+    elif spec_in or spec_out:
+        raise click.UsageError("--spec and --spec-out go together")
 
 
 @ops.command("forecast")

@@ -646,6 +646,10 @@ def run_replication(
                     "over_target_present[1]": float(sum(now - p_arr[i] > target for i in in_ed)),
                     "boarding_now[1]": float(sum(i in p_held for i in present)),
                     "waiting_now[1]": float(sum(qlen)),
+                    # cumulative since the start (live start: warm-up 0)
+                    "wait_mean_so_far[min]": (sum(wait_sum) / sum(wait_n) if sum(wait_n) else 0.0),
+                    "boarding_so_far[h]": board_total / 60.0,
+                    "lwbs_so_far[1]": float(n_lwbs),
                 }
     now = horizon
     for si in range(n_st):

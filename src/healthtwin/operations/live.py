@@ -145,8 +145,9 @@ def forecast(
 ) -> pd.DataFrame:
     """Simulated forecast from the census: rows = (horizon h, quantity) with mean, p05, p95.
 
-    Quantities: busy servers per station (1), patients present (1), waiting (1), boarding (1),
-    patients over the target (1), and arrivals-so-far KPIs are not included.
+    Quantities at each horizon: busy servers per station (1), patients present, in the
+    emergency area, waiting, boarding and over the target (1); and cumulative from ``as_of``:
+    mean wait of service starts (min), boarding hours (h) and patients who left unseen (1).
     The spec's clock is moved to ``census.as_of`` (hour of day, weekday) and its warm-up is 0.
     """
     h_max = max(hours) * 60.0
