@@ -122,3 +122,51 @@ def test_census_csv(tmp_path: Path) -> None:
     assert c.as_of == datetime(2026, 1, 19, 0, 40, tzinfo=UTC)
     opt = c.to_options(load_spec("ed"))
     assert [ip.since for ip in opt.initial] == [-10.0, 0.0]
+
+
+def test_staff_override_then_schedule() -> None:
+    # Station with a schedule 0-8 h: 1 server, 8-24 h: 3 servers; run from 06:00. Census says
+    # 0 servers until 07:00 then the schedule: 1 server 07-08, 3 from 08:00. Deterministic
+    # 30-min services of 4 waiting patients: starts at 60 (1 server), 90 -> at 120 three free.
+    from healthtwin.operations.engine import run_replication
+
+    spec = parse_spec(
+        {
+            "name": "shift",
+            "horizon": 600,
+            "start_hour": 6,
+            "stations": {
+                "s": {
+                    "servers": 1,
+                    "schedule": [{"start_hour": 0, "servers": 1}, {"start_hour": 8, "servers": 3}],
+                }
+            },
+            "classes": {
+                "p": {
+                    "share": 1.0,
+                    "pathway": [
+                        {
+                            "name": "x",
+                            "station": "s",
+                            "service": {"dist": "deterministic", "mean": 30},
+                        }
+                    ],
+                }
+            },
+            "arrivals": {"profile": [0.0]},
+        }
+    )
+    census = Census(
+        as_of=datetime(2026, 1, 19, 6, 0, tzinfo=UTC),
+        patients=[
+            CensusPatient(
+                id=str(i), cls="p", step="x", arrived=datetime(2026, 1, 19, 6, 0, tzinfo=UTC)
+            )
+            for i in range(4)
+        ],
+        staff=[StaffOnShift(station="s", servers=0, until=datetime(2026, 1, 19, 7, 0, tzinfo=UTC))],
+    )
+    r = run_replication(spec, 0, 0, census.to_options(spec))
+    assert sorted(r.class_time_in_system["p"].tolist()) == pytest.approx(
+        [90.0, 120.0, 150.0, 150.0]
+    )

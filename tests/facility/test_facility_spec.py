@@ -104,7 +104,7 @@ def test_bundled_specs_load_and_digest() -> None:
     cv=st.floats(0.05, 2.0),
     kind=st.sampled_from(["lognormal", "gamma", "exponential", "deterministic"]),
 )
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)  # Monte Carlo: fixed examples
 def test_dist_moments(mean: float, cv: float, kind: str) -> None:
     d = (
         Dist(dist=kind, mean=mean, sd=mean * cv)

@@ -258,13 +258,16 @@ def run_replication(
     # ---- state ----
     cap, cap_ev = _capacity_events(spec, cp.st_names, horizon)
     for sname, (servers, until) in opt.capacity.items():
+        # census override: ``servers`` until ``until``, then what the schedule says by then
         si = cp.st_index[sname]
+        restore = cap[si]
+        for t_e, s_e, n_e in sorted(cap_ev):
+            if s_e == si and t_e < until:
+                restore = n_e
         cap[si] = servers
         cap_ev = [e for e in cap_ev if not (e[1] == si and e[0] < until)]
-        sched = spec.stations[sname]
-        restore = sched.servers if not sched.schedule else None
-        if restore is not None and until < horizon:
-            cap_ev.append((until, si, restore))
+        if until < horizon:
+            cap_ev.append((max(until, 0.0), si, restore))
     for d in spec.disruptions:
         if d.kind == "capacity" and d.station is not None:
             # encoded as -1e6 + delta (a relative change), see the _CAP branch
