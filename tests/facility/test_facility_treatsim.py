@@ -48,6 +48,7 @@ def test_treat_sim_default_kpis_reproduced() -> None:
         assert abs(a.mean() - b.mean()) <= 4 * se, (theirs, a.mean(), b.mean(), se)
 
 
+@pytest.mark.shared
 def test_bundled_profile_matches_treat_sim_data(shared_data) -> None:  # type: ignore[no-untyped-def]
     import pandas as pd
 
