@@ -25,6 +25,8 @@ from healthtwin.operations.scenarios import (
     discharge_before_noon,
     equipment_failure,
     extra_staff,
+    overflow_beds,
+    shift_pattern,
     staff_sickness,
     stress_test,
     surge,
@@ -64,6 +66,11 @@ def test_apply_patch_and_errors() -> None:
     es = extra_staff(spec, "triage")
     assert [b["servers"] for b in es["stations.triage.schedule"]] == [2, 3, 2]
     assert discharge_before_noon(spec) == {"policies.discharge_hours": [8.0, 12.0]}
+    assert apply_patch(spec, overflow_beds(spec, "ward", 4)).stations["ward"].servers == 34
+    with pytest.raises(SpecError, match="not a ward"):
+        overflow_beds(spec, "triage", 1)
+    sp2 = apply_patch(spec, shift_pattern(spec, "triage", [(0, 1), (7, 3), (19, 2)]))
+    assert [b.servers for b in sp2.stations["triage"].schedule or []] == [1, 3, 2]
 
 
 def test_compare_paired_extra_server_matches_erlang() -> None:

@@ -202,7 +202,7 @@ def compare_cmd(
 ) -> None:
     """Compare scenarios against SPEC with paired (common random numbers) intervals."""
     from healthtwin.operations.optimize import rank_interventions
-    from healthtwin.operations.scenarios import discharge_before_noon, extra_staff
+    from healthtwin.operations.scenarios import discharge_before_noon, extra_staff, overflow_beds
 
     sp = _load(spec)
     if scen_path:
@@ -212,8 +212,10 @@ def compare_cmd(
         for n, st in sp.stations.items():
             if not st.infinite:
                 scen[f"+1 {n}"] = extra_staff(sp, n, 1)
-        if any(s.kind == "ward" for s in sp.stations.values()):
-            scen["discharge before noon"] = discharge_before_noon(sp)
+        for n, st in sp.stations.items():
+            if st.kind == "ward":
+                scen[f"+4 overflow beds {n}"] = overflow_beds(sp, n, 4)
+                scen["discharge before noon"] = discharge_before_noon(sp)
     tab = rank_interventions(sp, scen, kpi, reps, seed, workers)
     click.echo(f"ranked interventions on {kpi} (scenario - base, 95 % paired CI; simulated)")
     click.echo(tab.to_string(float_format=lambda x: f"{x:.3f}"))

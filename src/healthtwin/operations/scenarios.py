@@ -54,6 +54,22 @@ def extra_staff(spec: FacilitySpec, station: str, n: int = 1) -> dict[str, Any]:
     return {f"stations.{station}.servers": st.servers + n}
 
 
+def overflow_beds(spec: FacilitySpec, station: str, beds: int) -> dict[str, Any]:
+    """Patch: ``beds`` overflow beds opened at a ward (or any bed station)."""
+    if spec.stations[station].kind != "ward":
+        raise SpecError(f"overflow_beds: station {station!r} is not a ward")
+    return extra_staff(spec, station, beds)
+
+
+def shift_pattern(
+    spec: FacilitySpec, station: str, blocks: list[tuple[float, int]]
+) -> dict[str, Any]:
+    """Patch: a new daily schedule ``[(start_hour h, servers), ...]`` for ``station``."""
+    if station not in spec.stations:
+        raise SpecError(f"shift_pattern: unknown station {station!r}")
+    return {f"stations.{station}.schedule": [{"start_hour": h, "servers": n} for h, n in blocks]}
+
+
 def discharge_before_noon(spec: FacilitySpec) -> dict[str, Any]:
     """Patch: ward discharges only 08:00-12:00 (patients stay until the window opens)."""
     return {"policies.discharge_hours": [8.0, 12.0]}
