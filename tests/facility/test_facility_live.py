@@ -170,3 +170,26 @@ def test_staff_override_then_schedule() -> None:
     assert sorted(r.class_time_in_system["p"].tolist()) == pytest.approx(
         [90.0, 120.0, 150.0, 150.0]
     )
+
+
+def test_facility_twin_interface() -> None:
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError
+
+    from healthtwin.models.base import OutOfRangeError
+    from healthtwin.operations.twin import FacilityTwin
+
+    twin = FacilityTwin("ed", n_reps=3, seed=1)
+    with pytest.raises(NotFittedError):
+        twin.simulate()
+    encs = [json.loads(x) for x in (DATA / "encounters_small.ndjson").read_text().splitlines()]
+    twin.fit(encs)
+    # fixture generator: 1.5 arrivals /h at every hour
+    assert np.mean(twin.spec_.arrivals.profile) == pytest.approx(1.5, rel=0.15)
+    x = twin.simulate()
+    assert x.shape == (3, len(twin.kpi_names_))
+    assert clone(twin).get_params() == twin.get_params()
+    census = Census(as_of=NOW)
+    with pytest.raises(OutOfRangeError, match="hours = 200 h"):
+        twin.forecast(census, hours=(4, 200))
+    assert set(twin.forecast(census, hours=(4,))["horizon[h]"]) == {4}
