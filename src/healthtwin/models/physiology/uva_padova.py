@@ -343,6 +343,12 @@ def simulate_uva_padova(
     """
     n = params.n
     t_in = None if minutes is None else int(minutes)
+    if t_in is None:
+        for arr in (meals_g, insulin_u_min):
+            a = np.asarray(arr)
+            if a.ndim >= 1:
+                t_in = int(a.shape[-1])
+                break
     meals = _as_input("meals_g", meals_g, n, t_in)
     ins = _as_input("insulin_u_min", insulin_u_min, n, meals.shape[1])
     if ins.shape != meals.shape:
