@@ -102,8 +102,10 @@ def _ivp_reference(p: UVAPadovaParams, meals: np.ndarray, ins: np.ndarray) -> np
         u = np.array([ins[k] * 6000 / p["BW"][0]])
         d = np.array([eat * 1000])
 
-        def f(_t: float, y: np.ndarray) -> np.ndarray:
-            return uva_padova_rhs(y[:, None], p, d, u, dbar)[:, 0]
+        def f(
+            _t: float, y: np.ndarray, d: np.ndarray = d, u: np.ndarray = u, db: np.ndarray = dbar
+        ) -> np.ndarray:
+            return uva_padova_rhs(y[:, None], p, d, u, db)[:, 0]
 
         x = solve_ivp(f, (0, 1), x, method="RK45", rtol=1e-8, atol=1e-8).y[:, -1]
         out.append(x[12] / p["Vg"][0])
