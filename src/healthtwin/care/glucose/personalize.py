@@ -205,11 +205,13 @@ class GlucoseEnKF(TwinModel):
         cho_g_min: F64 | None = None,
         *,
         include_sensor_noise: bool = True,
+        si_factor: F64 | None = None,
     ) -> F64:
         """Simulated predictive samples of CGM (mg/dL), shape (N, M, horizon+1).
 
         Future inputs (N, horizon) default to basal insulin and no carbohydrate. The ensemble
-        is copied: forecasting does not change the filter. Model error over the horizon is a
+        is copied: forecasting does not change the filter. ``si_factor`` (N, horizon) scales
+        insulin sensitivity per minute (exercise as a sensitivity change). Model error over the horizon is a
         random walk added to the interstitial glucose, with ``forecast_walk_sd`` (mg/dL per sqrt(min)),
         calibrated once on simulated adults (see docs/glucose-twin.md).
         """
@@ -229,8 +231,11 @@ class GlucoseEnKF(TwinModel):
         x = self.ens_[:N_STATES].copy()
         out = np.empty((n, m, horizon_min + 1))
         out[:, :, 0] = self._members(x[7])
+        si0 = p.SI.copy()
         for k in range(horizon_min):
             u = np.stack([np.repeat(ins[:, k], m), np.repeat(cho[:, k], m)])
+            if si_factor is not None:
+                p.SI = si0 * np.repeat(si_factor[:, k], m)
             x = bergman_step(x, u, p)
             x[0] = np.maximum(x[0] + self.glucose_process_sd * rng.standard_normal(x.shape[1]), 1.0)
             out[:, :, k + 1] = self._members(x[7])

@@ -320,6 +320,84 @@ class _Consts:
         return dx
 
 
+class UVAPadovaStepper:
+    """Minute-by-minute simulator of N patients (for closed loop); state ``x`` is (13, N).
+
+    ``step(meal_g, insulin_u_min)`` advances one minute and returns the carbohydrate eaten
+    in that minute (g/min). Plasma glucose is ``x[3] / Vg`` and subcutaneous ``x[12] / Vg``
+    (mg/dL). Same maths and options as :func:`simulate_uva_padova`.
+    """
+
+    def __init__(
+        self,
+        params: UVAPadovaParams,
+        x0: F64 | None = None,
+        *,
+        substeps: int = 1,
+        hypo_risk: bool = False,
+        meal_dose: Literal["eaten", "announced"] = "eaten",
+    ) -> None:
+        if substeps < 1:
+            raise ValueError(f"substeps must be >= 1, got {substeps}")
+        if meal_dose not in ("eaten", "announced"):
+            raise ValueError(f"meal_dose must be 'eaten' or 'announced', got {meal_dose!r}")
+        n = params.n
+        self.params = params
+        self.x = np.array(params.x0 if x0 is None else x0, dtype=float, copy=True)
+        if self.x.shape != (N_STATES, n):
+            raise ValueError(f"x0: expected shape (13, {n}), got {self.x.shape}")
+        self.h = 1.0 / substeps
+        self.substeps = substeps
+        self.meal_dose = meal_dose
+        self.c = _Consts(params, hypo_risk)
+        self.to_pmol = 6000.0 / params.values["BW"]
+        self.planned = np.zeros(n)
+        self.last_eat = np.zeros(n)
+        self.last_qsto = self.x[0] + self.x[1]
+        self.food = np.zeros(n)
+        self.meal_total = np.zeros(n)
+
+    @property
+    def bg(self) -> F64:
+        """Plasma glucose (mg/dL), shape (N,)."""
+        return np.asarray(self.x[3] / self.params.values["Vg"], dtype=float)
+
+    @property
+    def gsub(self) -> F64:
+        """Subcutaneous glucose (mg/dL), shape (N,)."""
+        return np.asarray(self.x[12] / self.params.values["Vg"], dtype=float)
+
+    def step(self, meal_g: F64, insulin_u_min: F64) -> F64:
+        """Advance one minute; meal announced now (g), insulin (U/min). Returns g/min eaten."""
+        x, c, h = self.x, self.c, self.h
+        self.planned = self.planned + meal_g
+        to_eat = np.minimum(EAT_RATE, self.planned)
+        self.planned -= to_eat
+        start = (to_eat > 0) & (self.last_eat <= 0)
+        if start.any():
+            self.last_qsto = np.where(start, x[0] + x[1], self.last_qsto)
+            self.food = np.where(start, 0.0, self.food)
+            self.meal_total = np.where(start, to_eat + self.planned, self.meal_total)
+        self.food = self.food + to_eat
+        self.last_eat = to_eat
+        dose = self.food if self.meal_dose == "eaten" else self.meal_total
+        gut = c.gut_terms(self.last_qsto + 1000.0 * dose)
+        d = to_eat * 1000.0
+        u = np.asarray(insulin_u_min, dtype=float) * self.to_pmol
+        for _ in range(self.substeps):
+            k1 = c.rhs(x, d, u, gut)
+            k2 = c.rhs(x + (0.5 * h) * k1, d, u, gut)
+            k3 = c.rhs(x + (0.5 * h) * k2, d, u, gut)
+            k4 = c.rhs(x + h * k3, d, u, gut)
+            k2 += k3
+            k2 *= 2.0
+            k1 += k2
+            k1 += k4
+            k1 *= h / 6.0
+            x += k1
+        return np.asarray(to_eat, dtype=float)
+
+
 def simulate_uva_padova(
     params: UVAPadovaParams,
     meals_g: NDArray[np.float64] | float,
@@ -365,7 +443,6 @@ def simulate_uva_padova(
     if x.shape != (N_STATES, n):
         raise ValueError(f"x0: expected shape (13, {n}), got {x.shape}")
     vg = v["Vg"]
-    to_pmol = 6000.0 / v["BW"]
     bg = np.empty((n, T + 1))
     gsub = np.empty((n, T + 1))
     eaten = np.empty((n, T))
@@ -374,44 +451,13 @@ def simulate_uva_padova(
     gsub[:, 0] = x[12] / vg
     if states is not None:
         states[:, :, 0] = x.T
-    planned = np.zeros(n)
-    last_eat = np.zeros(n)
-    last_qsto = x[0] + x[1]
-    food = np.zeros(n)
-    meal_total = np.zeros(n)
-    h = 1.0 / substeps
-    c = _Consts(params, hypo_risk)
+    sim = UVAPadovaStepper(params, x, substeps=substeps, hypo_risk=hypo_risk, meal_dose=meal_dose)
     for k in range(T):
-        planned += meals[:, k]
-        to_eat = np.minimum(EAT_RATE, planned)
-        planned -= to_eat
-        start = (to_eat > 0) & (last_eat <= 0)
-        if start.any():
-            last_qsto = np.where(start, x[0] + x[1], last_qsto)
-            food = np.where(start, 0.0, food)
-            meal_total = np.where(start, to_eat + planned, meal_total)
-        food += to_eat  # food is only read through dbar, reset at each meal start
-        last_eat = to_eat
-        dbar = last_qsto + 1000.0 * (food if meal_dose == "eaten" else meal_total)
-        gut = c.gut_terms(dbar)
-        d = to_eat * 1000.0
-        u = ins[:, k] * to_pmol
-        for _ in range(substeps):
-            k1 = c.rhs(x, d, u, gut)
-            k2 = c.rhs(x + (0.5 * h) * k1, d, u, gut)
-            k3 = c.rhs(x + (0.5 * h) * k2, d, u, gut)
-            k4 = c.rhs(x + h * k3, d, u, gut)
-            k2 += k3
-            k2 *= 2.0
-            k1 += k2
-            k1 += k4
-            k1 *= h / 6.0
-            x += k1
-        eaten[:, k] = to_eat
-        bg[:, k + 1] = x[3] / vg
-        gsub[:, k + 1] = x[12] / vg
+        eaten[:, k] = sim.step(meals[:, k], ins[:, k])
+        bg[:, k + 1] = sim.x[3] / vg
+        gsub[:, k + 1] = sim.x[12] / vg
         if states is not None:
-            states[:, :, k + 1] = x.T
+            states[:, :, k + 1] = sim.x.T
     return UVAPadovaResult(
         names=list(params.names),
         t=np.arange(T + 1, dtype=float),
