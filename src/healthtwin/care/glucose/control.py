@@ -5,9 +5,8 @@ results are simulated (UVA/Padova virtual patients, CGM noise) and labelled so.
 
 * Basal-bolus baseline (as simglucose's ``BBController``): basal u2ss·BW/6000 U/min; at a
   meal of C g a bolus C/CR + [CGM > 150] (CGM - 140)/CF (U).
-* Personalised CR (g/U) and CF (mg/dL/U) from a Bergman twin: CF = nadir drop after a 1 U
-  bolus; CR = (glucose-area of 1 g carbohydrate)^-1 · (glucose-area of 1 U), both in the
-  linear regime, each member of the twin's ensemble giving one value (→ 95 % interval).
+* Personalised CR (g/U) and CF (mg/dL/U) from a Bergman twin (closed form, see
+  :func:`personalised_bolus_parameters`), one value per ensemble member (→ 95 % interval).
 * MPC: every ``period`` min choose the basal multiplier m ∈ {0, 0.5, …, 3} minimising
   Σ_k (G_k - target)^2 over the horizon, subject to the ensemble 10th percentile of predicted
   glucose ≥ ``hypo_guard`` (else the lowest rate); meals keep their CR bolus.
@@ -72,33 +71,19 @@ def _summary(bg: F64) -> dict[str, F64]:
     return {**tir, "lbgi": lb, "hbgi": hb}
 
 
-def personalised_bolus_parameters(
-    twin: GlucoseEnKF, hours: int = 8
-) -> dict[str, tuple[F64, F64, F64]]:
-    """CR (g/U) and CF (mg/dL/U) per twin: (mean, 2.5 %, 97.5 %) over the ensemble."""
+def personalised_bolus_parameters(twin: GlucoseEnKF) -> dict[str, tuple[F64, F64, F64]]:
+    """CR (g/U) and CF (mg/dL/U) per twin: (mean, 2.5 %, 97.5 %) over the ensemble.
+
+    From the Bergman twin, in the linear regime and without glucose effectiveness
+    (the convention of clinical bolus calculators): 1 U gives an insulin area
+    ∫ΔI dt = 1000 / (n VI BW) (mU·min/L), so CF = Gb · SI · 1000 / (n VI BW);
+    1 g carbohydrate raises glucose by CS = 1000 f / (VG BW) (mg/dL); CR = CF / CS.
+    """
     twin._require_fitted("ens_")
-    theta = twin.ens_[N_STATES:]
-    p = _params_from_theta(theta, twin.bw_, twin.ub_)
-    k = theta.shape[1]
-    t = hours * 60
-    x_ins = basal_state(p)
-    x_meal = basal_state(p)
-    x_base = basal_state(p)
-    g_ins = np.empty((t, k))
-    g_meal = np.empty((t, k))
-    g_base = np.empty((t, k))
-    for j in range(t):
-        u_b = np.stack([p.ub, np.zeros(k)])
-        u_i = np.stack([p.ub + (1.0 if j == 0 else 0.0), np.zeros(k)])  # 1 U in minute 0
-        u_m = np.stack([p.ub, np.full(k, 1.0 if j == 0 else 0.0)])  # 1 g in minute 0
-        x_base = bergman_step(x_base, u_b, p)
-        x_ins = bergman_step(x_ins, u_i, p)
-        x_meal = bergman_step(x_meal, u_m, p)
-        g_base[j], g_ins[j], g_meal[j] = x_base[0], x_ins[0], x_meal[0]
-    drop = g_base - g_ins  # mg/dL per U
-    rise = g_meal - g_base  # mg/dL per g
-    cf = drop.max(axis=0)
-    cr = drop.sum(axis=0) / np.maximum(rise.sum(axis=0), 1e-9)
+    p = _params_from_theta(twin.ens_[N_STATES:], twin.bw_, twin.ub_)
+    cf = p.Gb * p.SI * 1000.0 / (p.n * p.VI * p.BW)
+    cs = 1000.0 * p.f / (p.VG * p.BW)
+    cr = cf / cs
     out = {}
     for name, v in (("CR", cr), ("CF", cf)):
         m = twin._members(v)

@@ -304,12 +304,17 @@ def map_fit(
     body_weight_kg: float,
     basal_u_min: float,
     obs_sd: float = 10.0,
+    start: str = "basal",
 ) -> MapFit:
     """MAP estimate of theta for one patient from a minute-grid history (NaN = no reading).
 
     Minimises sum((y - Gs(theta))^2)/obs_sd^2 + sum(((theta - mu)/sd)^2) (Gaussian prior on
     log-parameters); intervals from the Gauss–Newton (Laplace) covariance (J^T J)^-1.
+    ``start="basal"`` assumes the history starts at the basal steady state (G = Gb);
+    ``"first_reading"`` starts glucose at the first CGM value.
     """
+    if start not in ("basal", "first_reading"):
+        raise ValueError(f"start must be 'basal' or 'first_reading', got {start!r}")
     y = np.asarray(cgm, dtype=float)
     obs = np.isfinite(y)
     if obs.sum() < 5:
@@ -328,7 +333,8 @@ def map_fit(
         k = theta.shape[1]
         p = _params_from_theta(theta, np.repeat(bw, k), np.repeat(ub, k))
         x0 = basal_state(p)
-        x0[0] = x0[7] = y0
+        if start == "first_reading":
+            x0[0] = x0[7] = y0
         return np.asarray(
             simulate_bergman(p, np.repeat(ins, k, 0), np.repeat(c, k, 0), x0)[:, 7], dtype=float
         )
