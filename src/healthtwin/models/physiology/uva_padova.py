@@ -314,8 +314,8 @@ class _Consts:
         dx[10] = u - self.ka1d * x[10]
         dx[11] = self.kd * x[10] - self.ka2 * x[11]
         dx[12] = self.ksc * (x3 - x[12])
-        sub = x[_GUARDED]
-        if sub.min() < 0.0:
+        if x[3:6].min() < 0.0 or x[9:13].min() < 0.0:  # views: no copy unless a guard fires
+            sub = x[_GUARDED]
             dx[_GUARDED] = np.where(sub >= 0.0, dx[_GUARDED], 0.0)
         return dx
 
