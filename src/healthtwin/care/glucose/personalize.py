@@ -143,23 +143,21 @@ class GlucoseEnKF(TwinModel):
         if not ok.any():
             return
         check_range("cgm_mg_dl", y[ok], 10.0, 700.0, "mg/dL")
-        e = self._members(self.ens_)  # (12, N, M)
-        hx = e[7]
-        xm = e.mean(axis=2, keepdims=True)
-        hm = hx.mean(axis=1, keepdims=True)
-        da = e - xm
-        dh = hx - hm
+        self.ens_ = np.ascontiguousarray(self.ens_)
+        e = self._members(self.ens_)  # (12, N, M) view: updated in place, row by row
         m = self.n_members
-        cxy = (da * dh[None]).sum(axis=2) / (m - 1)  # (12, N)
-        cyy = (dh * dh).sum(axis=1) / (m - 1)  # (N,)
-        r = self.obs_sd**2
-        gain = cxy / (cyy + r)
+        hx = e[7]
+        dh = hx - hx.mean(axis=1, keepdims=True)
+        # C_xy = sum_j x_j dh_j / (M-1): dh has zero mean, so x need not be centred
+        cxy = np.einsum("knm,nm->kn", e, dh) / (m - 1)  # (12, N)
+        cyy = np.einsum("nm,nm->n", dh, dh) / (m - 1)  # (N,)
+        gain = cxy / (cyy + self.obs_sd**2)
         pert = y[:, None] + self.obs_sd * self.rng_.standard_normal((self.n_twins_, m))
         innov = np.where(ok[:, None], pert - hx, 0.0)
-        e = e + gain[:, :, None] * innov[None]
-        e[0] = np.maximum(e[0], 1.0)
-        e[7] = np.maximum(e[7], 1.0)
-        self.ens_ = e.reshape(N_AUG, -1)
+        for k in range(N_AUG):  # 12 rows; avoids a (12, N, M) temporary
+            e[k] += gain[k][:, None] * innov
+        np.maximum(e[0], 1.0, out=e[0])
+        np.maximum(e[7], 1.0, out=e[7])
 
     def fit(
         self, cgm: F64, insulin: F64, cho: F64, body_weight_kg: F64, basal_u_min: F64
