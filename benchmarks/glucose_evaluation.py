@@ -69,6 +69,26 @@ def closed_loop_eval(days: int, seed: int) -> dict[str, object]:
     return out
 
 
+def simglucose_scenario_adult001() -> None:
+    """adult#001 on simglucose's own RandomScenario(seed=1) meals for 3 days (BB vs MPC)."""
+    from datetime import datetime, timedelta
+
+    from simglucose.simulation.scenario_gen import RandomScenario
+
+    start = datetime(2026, 1, 1)
+    sc = RandomScenario(start_time=start, seed=1)
+    meals = np.array([[sc.get_action(start + timedelta(minutes=k)).meal for k in range(3 * 1440)]])
+    p = UVAPadovaParams.from_names(["adult#001"])
+    print(
+        "\n[adult#001, simglucose RandomScenario(seed=1) meals, 3 d, our CGM seeds 1-3, simulated]"
+    )
+    for c in ("bb", "mpc"):
+        ms = [closed_loop(p, meals, c, seed=s).metrics for s in (1, 2, 3)]
+        tir = np.mean([m["tir"][0] for m in ms])
+        tbr = np.mean([m["tbr"][0] for m in ms])
+        print(f"  {c:3s}: TIR {tir:5.1f} %  TBR {tbr:4.1f} %  (mean of 3 sensor seeds)")
+
+
 def data(names: list[str], seed: int, hours: int = 24) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     p = UVAPadovaParams.from_names(names)
@@ -203,6 +223,7 @@ def main() -> None:
     ap.add_argument("--no-plots", action="store_true")
     a = ap.parse_args()
     cl = closed_loop_eval(a.days, a.seed)
+    simglucose_scenario_adult001()
     adult_calibration()
     tw = twin_eval(a.seed)
     if not a.no_plots:

@@ -7,9 +7,11 @@ results are simulated (UVA/Padova virtual patients, CGM noise) and labelled so.
   meal of C g a bolus C/CR + [CGM > 150] (CGM - 140)/CF (U).
 * Personalised CR (g/U) and CF (mg/dL/U) from a Bergman twin (closed form, see
   :func:`personalised_bolus_parameters`), one value per ensemble member (→ 95 % interval).
-* MPC: every ``period`` min choose the basal multiplier m ∈ {0, 0.5, …, 3} minimising
-  Σ_k (G_k - target)^2 over the horizon, subject to the ensemble 10th percentile of predicted
-  glucose ≥ ``hypo_guard`` (else the lowest rate); meals keep their CR bolus.
+* MPC: every ``period`` min choose the basal multiplier m ∈ {0, 0.5, …, max_multiplier}
+  minimising Σ_k [(G_k - target)^2 + effort (m - 1)^2] over the horizon (5-min steps),
+  subject to the ensemble 10th percentile of predicted glucose ≥ ``hypo_guard`` (else
+  suspend); meals keep their CR bolus. Defaults (target 130, guard 110, effort 20, max 2)
+  were tuned on a separate 1-day scenario (seed 7).
 * Bellman policy: value iteration on a discretised glucose grid with transition
   probabilities from the twin (γ-discounted, reward = −BG risk index).
 """
@@ -104,6 +106,8 @@ def closed_loop(
     target: float = 130.0,
     hypo_guard: float = 110.0,
     n_members: int = 20,
+    effort: float = 20.0,
+    max_multiplier: float = 2.0,
 ) -> ClosedLoopResult:
     """Simulate N virtual patients under ``controller`` ('bb' baseline or 'mpc').
 
@@ -143,7 +147,9 @@ def closed_loop(
             bolus = bolus + np.where(meal > 0, (last > 150) * (last - 140.0) / cf, 0.0)
             rate = basal
         elif twin is not None and k % period == 0:
-            rate = basal * _mpc_choose(twin, basal, meal, bolus, horizon, target, hypo_guard)
+            rate = basal * _mpc_choose(
+                twin, basal, meal, bolus, horizon, target, hypo_guard, effort, max_multiplier
+            )
         u = rate + bolus
         sim.step(meal, u)
         if twin is not None:
@@ -162,6 +168,8 @@ def _mpc_choose(
     horizon: int,
     target: float,
     hypo_guard: float,
+    effort: float = 0.0,
+    max_multiplier: float = 3.0,
 ) -> F64:
     """Basal multiplier (N,) chosen by the MPC from the twin's ensemble (5-min RK4 steps)."""
     n, m, kc = twin.n_twins_, twin.n_members, MULTIPLIERS.size
@@ -182,6 +190,9 @@ def _mpc_choose(
         cost += (x[0] - target) ** 2
         gmin = np.minimum(gmin, x[0])
     cost = cost.reshape(kc, n, m).mean(axis=2)  # (K, N)
+    # effort: penalty (mg/dL)^2 per step per unit squared deviation of the rate from basal
+    cost = cost + (effort * steps * (MULTIPLIERS - 1.0) ** 2)[:, None]
+    cost[max_multiplier < MULTIPLIERS] = np.inf
     safe = np.quantile(gmin.reshape(kc, n, m), 0.1, axis=2) >= hypo_guard
     cost = np.where(safe, cost, np.inf)
     best = np.argmin(cost, axis=0)
