@@ -222,3 +222,20 @@ def test_sensor_without_noise_reads_gsub_clipped_and_pump_quantises() -> None:
     pump = InsulinPump.named("Insulet")
     np.testing.assert_allclose(pump.bolus(np.array([1.234, 50.0, -1.0])), [1.25, 30.0, 0.0])
     np.testing.assert_allclose(pump.basal(np.array([1.02 / 60])) * 60, [1.0])
+
+
+@pytest.mark.parametrize("meal_dose", ["eaten", "announced"])
+def test_gut_mass_balance_both_meal_dose_variants(meal_dose: str) -> None:
+    # all ingested carbohydrate eventually appears: integral of f kabs Qgut dt = f * 1000 * g
+    p = UVAPadovaParams.from_names(["adolescent#005"])
+    meals = np.zeros((1, 900))
+    meals[0, 10] = 60.0
+    r = simulate_uva_padova(
+        p, meals, p.basal_u_per_min[0] * np.ones((1, 900)), meal_dose=meal_dose,  # type: ignore[arg-type]
+        return_states=True,
+    )  # fmt: skip
+    assert r.states is not None
+    qgut = r.states[0, 2]
+    appeared = np.trapezoid(p["f"][0] * p["kabs"][0] * qgut)  # mg, 1-min grid
+    assert appeared == pytest.approx(p["f"][0] * 1000.0 * 60.0, rel=0.01)
+    assert r.cho.sum() == pytest.approx(60.0)
