@@ -8,6 +8,7 @@
 4. Plots to docs/img/.
 
     .venv/bin/python benchmarks/glucose_evaluation.py [--days 3] [--seed 1] [--no-plots]
+        [--simglucose-baseline]
 """
 
 from __future__ import annotations
@@ -87,6 +88,35 @@ def simglucose_scenario_adult001() -> None:
         tir = np.mean([m["tir"][0] for m in ms])
         tbr = np.mean([m["tbr"][0] for m in ms])
         print(f"  {c:3s}: TIR {tir:5.1f} %  TBR {tbr:4.1f} %  (mean of 3 sensor seeds)")
+
+
+def simglucose_bb_baseline() -> None:
+    """simglucose's own basal-bolus controller, adult#001, 3 d, RandomScenario(seed=1)."""
+    from datetime import datetime, timedelta
+
+    from simglucose.actuator.pump import InsulinPump
+    from simglucose.controller.basal_bolus_ctrller import BBController
+    from simglucose.patient.t1dpatient import T1DPatient
+    from simglucose.sensor.cgm import CGMSensor as SgCGM
+    from simglucose.simulation.env import T1DSimEnv
+    from simglucose.simulation.scenario_gen import RandomScenario
+    from simglucose.simulation.sim_engine import SimObj, sim
+
+    start = datetime(2026, 1, 1)
+    env = T1DSimEnv(
+        T1DPatient.withName("adult#001"),
+        SgCGM.withName("Dexcom", seed=1),
+        InsulinPump.withName("Insulet"),
+        RandomScenario(start_time=start, seed=1),
+    )
+    df = sim(
+        SimObj(env, BBController(), timedelta(days=3), animate=False, path="/tmp/simglucose-bb")
+    )
+    bg = df.BG.to_numpy()
+    print("\n[simglucose 0.2.11 BBController, adult#001, 3 d, RandomScenario(seed=1)]")
+    print(
+        f"  TIR {100 * np.mean((bg >= 70) & (bg <= 180)):.1f} %  TBR {100 * np.mean(bg < 70):.1f} %"
+    )
 
 
 def data(names: list[str], seed: int, hours: int = 24) -> dict[str, np.ndarray]:
@@ -221,9 +251,14 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument(
+        "--simglucose-baseline", action="store_true", help="also run simglucose (~1 min)"
+    )
     a = ap.parse_args()
     cl = closed_loop_eval(a.days, a.seed)
     simglucose_scenario_adult001()
+    if a.simglucose_baseline:
+        simglucose_bb_baseline()
     adult_calibration()
     tw = twin_eval(a.seed)
     if not a.no_plots:
