@@ -1,0 +1,1 @@
+"""Glucose patient twin: personalisation, forecasts, what-if, control, alerts, FHIR write-back."""

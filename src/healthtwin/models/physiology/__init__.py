@@ -1,0 +1,1 @@
+"""Physiology models for patient twins (pure maths, vectorised over patients)."""
