@@ -279,8 +279,12 @@ class TrialResult:
     label: str = "simulated"
 
 
-def simulate_trial(spec: TrialSpec, population: pd.DataFrame) -> TrialResult:
+def simulate_trial(
+    spec: TrialSpec, population: pd.DataFrame, model: OutcomeModel | None = None
+) -> TrialResult:
     """Simulate one trial on the first ``spec.n`` rows of a (virtual) population.
+
+    ``model`` overrides the spec's built-in outcome model (any :class:`OutcomeModel`).
 
     Columns of ``data``: arm, dose (mg), enrol_time (wk), y_control (counterfactual endpoint),
     y (observed endpoint, NaN if dropped out), ite (known individual effect), dropout_time (wk),
@@ -292,7 +296,15 @@ def simulate_trial(spec: TrialSpec, population: pd.DataFrame) -> TrialResult:
         )
     rng = np.random.default_rng(spec.seed)
     X = population.iloc[: spec.n].reset_index(drop=True)
-    model = spec.outcome_model()
+    model = spec.outcome_model() if model is None else model
+    if not isinstance(model, OutcomeModel):
+        raise TypeError(
+            f"model {type(model).__name__} does not implement the OutcomeModel protocol"
+        )
+    if model.visits.size <= spec.endpoint_visit:
+        raise ValueError(
+            f"endpoint_visit {spec.endpoint_visit} is beyond the model's {model.visits.size} visits"
+        )
     strata = None
     if spec.randomisation == "stratified":
         missing = [c for c in spec.strata if c not in X.columns]
