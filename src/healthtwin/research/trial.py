@@ -225,7 +225,7 @@ def randomise(
     block_size: int = 4,
     strata: NDArray[Any] | None = None,
 ) -> NDArray[np.int64]:
-    """Arm index per patient. ``weights`` e.g. [1, 2] for 2:1 (treatment:control reversed as given).
+    """Arm index per patient; ``weights`` per arm in order, e.g. [1, 2]: arm 1 gets 2 per 1 on arm 0.
 
     simple: independent draws; block: permuted blocks whose size is a multiple of the
     allocation pattern; stratified: permuted blocks within each stratum label.
