@@ -106,21 +106,21 @@ def batched_ancova(
     n_obs = obs.sum(axis=1).astype(float)
     if np.any(n_obs <= p):
         raise ValueError(f"too few observed outcomes (min {int(n_obs.min())}) for {p} parameters")
-    XtX = np.einsum("rni,rnj->rij", X, X)
-    inv = np.linalg.inv(XtX)
-    beta = np.einsum("rij,rnj,rn->ri", inv, X, Y)
-    e = Y - np.einsum("rni,ri->rn", X, beta)
+    Xt = np.swapaxes(X, 1, 2)
+    inv = np.linalg.inv(Xt @ X)
+    beta = (inv @ (Xt @ Y[..., None]))[..., 0]
+    e = Y - (X @ beta[..., None])[..., 0]
     if cov_type == "nonrobust":
         s2 = (e**2).sum(axis=1) / (n_obs - p)
         var = s2 * inv[:, 1, 1]
     elif cov_type in ("HC0", "HC2", "HC3"):
         w = e**2
         if cov_type != "HC0":
-            h = np.einsum("rni,rij,rnj->rn", X, inv, X)
+            h = np.sum((X @ inv) * X, axis=-1)
             w = w / np.clip(1.0 - h, 1e-12, None) ** (2 if cov_type == "HC3" else 1)
         # only row 1 of the sandwich is needed: a = inv[:, 1, :] (treatment row)
-        a = np.einsum("rj,rnj->rn", inv[:, 1, :], X)
-        var = np.einsum("rn,rn->r", a**2, w)
+        a = (X @ inv[:, 1, :, None])[..., 0]
+        var = np.sum(a**2 * w, axis=1)
     else:
         raise ValueError(f"cov_type = {cov_type!r}; expected 'HC3', 'HC2', 'HC0' or 'nonrobust'")
     return BatchAncova(beta[:, 1], np.sqrt(var), n_obs - p, n_obs)
