@@ -109,3 +109,21 @@ def test_design_report_writes_record(tmp_path: Path) -> None:
     # 400 replications: MCSE of power 0.9 is 0.015; 4 MCSE band
     for r in rec["results"]:
         assert abs(r["power_mc"] - 0.9) < 0.06
+
+
+def test_tte_simulate_and_cox_analyze(tmp_path: Path) -> None:
+    spec = tmp_path / "tte.json"
+    spec.write_text(
+        json.dumps(
+            {"n": 300, "model": "markov", "endpoint": "tte", "binary_threshold": 1, "seed": 2}
+        )
+    )
+    out = tmp_path / "tte.csv"
+    assert (
+        CliRunner().invoke(main, ["trial", "simulate", str(spec), "--out", str(out)]).exit_code == 0
+    )
+    r = CliRunner().invoke(main, ["trial", "analyze", str(out), "--event", "event", "--unit", "wk"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output)
+    assert 0 < got["ci_low"] < got["hazard_ratio"] < got["ci_high"]
+    assert got["events"] == pd.read_csv(out)["event"].sum()

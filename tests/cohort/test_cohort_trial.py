@@ -22,6 +22,7 @@ from healthtwin.research.trial import (
     emax,
     randomise,
     simulate_trial,
+    tte_analysis,
 )
 
 
@@ -127,6 +128,11 @@ def test_time_to_event_with_censoring_matches_kaplan_meier() -> None:
         s = float(km.survival_function_at_times(t).iloc[0])
         assert abs(s - (1 - p01) ** t) < 0.02, t
     assert (d["event"] == 0).any() and (d["y"] <= 52).all()
+    # geometric weekly hazards: HR ≈ log(1 − p_t)/log(1 − p_c) with p_t = p_c·(1 − E(100 mg))
+    p_t = p01 * (1 - emax(np.array([100.0]), 0.5, 50.0)[0])
+    hr_true = np.log1p(-p_t) / np.log1p(-p01)
+    hr = tte_analysis(d["y"].to_numpy(), d["event"].to_numpy(), d["treated"].to_numpy())
+    assert hr["ci_low"] < hr_true < hr["ci_high"], hr
 
 
 @dataclass
@@ -145,6 +151,13 @@ class ToyGlucose:
         self, X: pd.DataFrame, dose: np.ndarray, noise: dict[str, np.ndarray]
     ) -> np.ndarray:
         return 150 - 0.3 * dose[:, None] * self.visits[None, :] + noise["e"]
+
+
+def test_regimen_exposure_is_dose_times_frequency() -> None:
+    arms = [Arm(name="placebo", dose=0), Arm(name="bid", dose=25, per_week=14)]
+    d = simulate_trial(TrialSpec(n=40, arms=arms, seed=2), _pop(40)).data
+    assert set(d["dose"]) == {0.0, 350.0}
+    np.testing.assert_allclose(d.loc[d["dose"] > 0, "ite"], -emax(np.array([350.0]), 1.2, 50.0)[0])
 
 
 def test_outcome_model_plug_in() -> None:

@@ -111,16 +111,36 @@ def simulate_cmd(spec: Path, population: Path | None, out: Path) -> None:
     "--covariate", "covariates", multiple=True, help="adjustment column(s), e.g. a prognostic score"
 )
 @click.option("--unit", default="1", show_default=True, help="UCUM unit of the outcome")
+@click.option("--event", default=None, help="event column (1/0): time-to-event outcome, Cox model")
 def analyze_cmd(
-    data: Path, outcome: str, treatment: str, covariates: tuple[str, ...], unit: str
+    data: Path,
+    outcome: str,
+    treatment: str,
+    covariates: tuple[str, ...],
+    unit: str,
+    event: str | None,
 ) -> None:
-    """ANCOVA (HC3 robust SE) of a trial CSV; prints the effect with its 95% CI as JSON."""
+    """ANCOVA (HC3 robust SE) or, with --event, Cox PH of a trial CSV; prints JSON with 95% CI."""
     from healthtwin.research.procova import ancova
+    from healthtwin.research.trial import tte_analysis
 
     df = pd.read_csv(data)
-    missing = [c for c in (outcome, treatment, *covariates) if c not in df.columns]
+    missing = [
+        c
+        for c in (outcome, treatment, *covariates, *([event] if event else []))
+        if c not in df.columns
+    ]
     if missing:
         raise click.BadParameter(f"{data}: columns {missing} not found (have {list(df.columns)})")
+    if event:
+        hr = tte_analysis(
+            df[outcome].to_numpy(),
+            df[event].to_numpy(),
+            df[treatment].to_numpy(),
+            df[list(covariates)] if covariates else None,
+        )
+        click.echo(json.dumps({**hr, "unit": "1", "time_unit": unit}, indent=2))
+        return
     cov = df[list(covariates)].to_numpy(float) if covariates else None
     if cov is not None:
         cov = cov - cov.mean(axis=0)

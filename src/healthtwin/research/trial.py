@@ -165,12 +165,22 @@ class MarkovProgression:
 
 
 class Arm(BaseModel):
-    """One arm: name, dose per administration ("mg"), allocation weight ("1")."""
+    """One arm: dose per administration ("mg"), administrations per week ("/wk"), weight ("1").
+
+    The regimen's exposure passed to the outcome model is ``dose × per_week`` (mg/wk; the
+    built-in models' ED50 is in the same unit).
+    """
 
     model_config = ConfigDict(extra="forbid")
     name: str
     dose: float = Field(ge=0)
+    per_week: float = Field(default=1.0, gt=0)
     weight: float = Field(default=1.0, gt=0)
+
+    @property
+    def exposure(self) -> float:
+        """Weekly exposure (mg/wk)."""
+        return self.dose * self.per_week
 
 
 class TrialSpec(BaseModel):
@@ -286,9 +296,11 @@ def simulate_trial(
 
     ``model`` overrides the spec's built-in outcome model (any :class:`OutcomeModel`).
 
-    Columns of ``data``: arm, dose (mg), enrol_time (wk), y_control (counterfactual endpoint),
+    Columns of ``data``: arm, dose (weekly exposure, mg/wk), enrol_time (wk), y_control (counterfactual endpoint),
     y (observed endpoint, NaN if dropped out), ite (known individual effect), dropout_time (wk),
-    event/time (tte endpoint), plus the population's covariates.
+    event/time (tte endpoint), plus the population's covariates. For tte, ``y_control`` is
+    the counterfactual event time (inf = no event by the last visit) and ``ite`` is finite only
+    where both potential event times fall within follow-up.
     """
     if len(population) < spec.n:
         raise ValueError(
@@ -316,7 +328,7 @@ def simulate_trial(
     arm = randomise(
         spec.n, [a.weight for a in spec.arms], rng, spec.randomisation, spec.block_size, strata
     )
-    doses = np.array([a.dose for a in spec.arms])[arm]
+    doses = np.array([a.exposure for a in spec.arms])[arm]
     enrol = np.cumsum(rng.exponential(1 / spec.enrolment_rate, spec.n))
     noise = model.draw_noise(spec.n, rng)
     traj0 = model.outcome(X, np.zeros(spec.n), noise)
@@ -352,7 +364,7 @@ def simulate_trial(
     data = X.copy()
     data["arm"] = np.array([a.name for a in spec.arms])[arm]
     data["treated"] = (doses > 0).astype(int)
-    data["dose"] = doses
+    data["dose"] = doses  # weekly exposure, mg/wk
     data["enrol_time"] = enrol
     data["dropout_time"] = dropout
     data["y_control"] = y0
@@ -371,3 +383,39 @@ def simulate_trial(
         else ("1" if spec.endpoint == "binary" else "wk")
     )
     return TrialResult(data, traj, spec, true_ate, unit)
+
+
+def tte_analysis(
+    time: NDArray[Any],
+    event: NDArray[Any],
+    treat: NDArray[Any],
+    covariates: pd.DataFrame | None = None,
+) -> dict[str, float]:
+    """Cox proportional-hazards analysis of a time-to-event endpoint (lifelines, robust SE).
+
+    ``time`` in "wk", ``event`` 1 = event, 0 = censored. Returns the hazard ratio (unit "1")
+    of treatment with its 95% CI, the p-value and the number of events.
+    """
+    from lifelines import CoxPHFitter
+
+    df = pd.DataFrame(
+        {
+            "time": np.asarray(time, float),
+            "event": np.asarray(event, int),
+            "treated": np.asarray(treat, float),
+        }
+    )
+    if covariates is not None:
+        df = pd.concat([df, covariates.reset_index(drop=True)], axis=1)
+    if not np.all(np.isfinite(df["time"])) or (df["time"] < 0).any():
+        raise ValueError("time must be finite and ≥ 0 (wk) for every patient")
+    cph = CoxPHFitter().fit(df, "time", "event", robust=True)
+    s = cph.summary.loc["treated"]
+    return {
+        "hazard_ratio": float(s["exp(coef)"]),
+        "ci_low": float(s["exp(coef) lower 95%"]),
+        "ci_high": float(s["exp(coef) upper 95%"]),
+        "p_value": float(s["p"]),
+        "events": float(df["event"].sum()),
+        "n": float(len(df)),
+    }
