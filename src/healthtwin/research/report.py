@@ -122,7 +122,7 @@ def design_report(spec: DesignSpec, out_dir: str | Path, seed: int = 0) -> dict[
     ax.axhline(spec.power, color="grey", ls=":")
     ax.set_xlabel("total sample size n (patients)")
     ax.set_ylabel("power (1)")
-    ax.set_title(f"PROCOVA power, Δ = {spec.delta:g} {spec.unit}, σ = {spec.sigma:g} {spec.unit}")
+    ax.set_title(f"PROCOVA power, Δ = {spec.delta:g}, σ = {spec.sigma:g} (unit {spec.unit})")
     ax.legend(title="lines: formula; dots: simulated")
     fig.tight_layout()
     fig.savefig(out / "power_curves.png", dpi=110)
@@ -154,8 +154,8 @@ def design_report(spec: DesignSpec, out_dir: str | Path, seed: int = 0) -> dict[
 Spec SHA-256 `{record["spec_sha256"]}`, seed {seed}, code {record["code_version"]}, {record["created"]}.
 
 ## Assumptions
-* Randomised {spec.ratio:g}:1 (treatment:control), continuous outcome in {spec.unit}, outcome sd σ = {spec.sigma:g} {spec.unit},
-  homogeneous treatment effect Δ = {spec.delta:g} {spec.unit}, one-sided α = {spec.alpha:g}, target power {spec.power:g}.
+* Randomised {spec.ratio:g}:1 (treatment:control), continuous outcome (UCUM unit `{spec.unit}`), outcome sd σ = {spec.sigma:g},
+  homogeneous treatment effect Δ = {spec.delta:g} (both in `{spec.unit}`), one-sided α = {spec.alpha:g}, target power {spec.power:g}.
 * Analysis: ANCOVA of the outcome on arm and the centred prognostic score, HC3 robust SE, t test on n − 3 df.
 * The prognostic score explains R² of the outcome variance in the trial population.
 * Sample size n = (1+r)²/r · (z₁₋α + z₁₋β)² · σ²(1−R²)/Δ² + z²₁₋α/2 (rounded up).
