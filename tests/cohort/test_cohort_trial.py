@@ -99,6 +99,22 @@ def test_enrolment_is_poisson_and_dropout_exponential() -> None:
     assert abs(missing - p) < 4 * np.sqrt(p * (1 - p) / 5000)
 
 
+def test_missing_at_random_dropout_follows_covariate() -> None:
+    pop = _pop(20_000, 3)
+    spec = TrialSpec(
+        n=20_000, dropout_rate=0.01, dropout_covariate="bmi", dropout_log_hr=0.7, seed=11
+    )
+    d = simulate_trial(spec, pop).data
+    zb = (pop["bmi"] - pop["bmi"].mean()) / pop["bmi"].std(ddof=0)
+    p_miss = 1 - np.exp(-0.01 * np.exp(0.7 * zb) * 52)  # exponential dropout oracle per patient
+    for sel in (zb < -1, zb > 1):
+        got = d.loc[sel.to_numpy(), "y"].isna().mean()
+        exp = p_miss[sel].mean()
+        assert abs(got - exp) < 4 * np.sqrt(exp * (1 - exp) / sel.sum())
+    with pytest.raises(ValueError, match="dropout_covariate"):
+        simulate_trial(TrialSpec(n=10, dropout_rate=0.1, dropout_covariate="x"), _pop(10))
+
+
 def test_markov_stays_stable_with_geometric_probability() -> None:
     # no covariates, control arm: P(still stable at week 52) = (1 − expit(a01))^52
     spec = TrialSpec(n=20_000, model="markov", endpoint="binary", binary_threshold=1, seed=6)

@@ -199,6 +199,10 @@ class TrialSpec(BaseModel):
     endpoint_visit: int = Field(default=52, ge=1)
     binary_threshold: float = 7.0
     dropout_rate: float = Field(default=0.0, ge=0, description="hazard /wk")
+    dropout_covariate: str | None = Field(
+        default=None, description="MAR dropout: hazard × exp(log_hr · standardised covariate)"
+    )
+    dropout_log_hr: float = 0.0
     model: Literal["linear", "markov"] = "linear"
     model_params: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
@@ -333,11 +337,18 @@ def simulate_trial(
     noise = model.draw_noise(spec.n, rng)
     traj0 = model.outcome(X, np.zeros(spec.n), noise)
     traj = model.outcome(X, doses, noise)
-    dropout = (
-        rng.exponential(1 / spec.dropout_rate, spec.n)
-        if spec.dropout_rate > 0
-        else np.full(spec.n, np.inf)
-    )
+    if spec.dropout_rate > 0:
+        rate = np.full(spec.n, spec.dropout_rate)
+        if spec.dropout_covariate is not None:
+            if spec.dropout_covariate not in X.columns:
+                raise ValueError(
+                    f"dropout_covariate {spec.dropout_covariate!r} is not a population column"
+                )
+            c = X[spec.dropout_covariate].to_numpy(float)
+            rate = rate * np.exp(spec.dropout_log_hr * (c - c.mean()) / (c.std() + 1e-12))
+        dropout = rng.exponential(1.0, spec.n) / rate
+    else:
+        dropout = np.full(spec.n, np.inf)
     v = spec.endpoint_visit
     t = model.visits
     observed = t[None, :] <= dropout[:, None]
