@@ -127,3 +127,14 @@ def test_tte_simulate_and_cox_analyze(tmp_path: Path) -> None:
     got = json.loads(r.output)
     assert 0 < got["ci_low"] < got["hazard_ratio"] < got["ci_high"]
     assert got["events"] == pd.read_csv(out)["event"].sum()
+
+
+def test_external_command_prints_table() -> None:
+    r = CliRunner().invoke(
+        main, ["trial", "external", "--shift", "0", "--shift", "1", "--reps", "500"]
+    )
+    assert r.exit_code == 0, r.output
+    lines = r.output.strip().splitlines()
+    assert "type1_external" in lines[0] and "simulated" in r.output
+    last = lines[-1].split()
+    assert float(last[1]) > 0.5 and float(last[3]) < 0.15  # shift 1: external inflated, PROCOVA not
