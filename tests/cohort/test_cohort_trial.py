@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lifelines import KaplanMeierFitter
 from pydantic import ValidationError
 from scipy import stats
@@ -213,3 +215,21 @@ def test_stratified_trial_and_spec_hash() -> None:
         assert abs(g["treated"].sum() - (len(g) - g["treated"].sum())) <= 2
     assert spec.spec_hash() == TrialSpec(**spec.model_dump()).spec_hash()
     assert spec.spec_hash() != TrialSpec(**{**spec.model_dump(), "seed": 10}).spec_hash()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 300),
+    weights=st.lists(st.integers(1, 3), min_size=2, max_size=4),
+    mult=st.integers(1, 3),
+    seed=st.integers(0, 10_000),
+)
+def test_block_randomisation_property(n: int, weights: list[int], mult: int, seed: int) -> None:
+    block = sum(weights) * mult
+    arm = randomise(
+        n, [float(w) for w in weights], np.random.default_rng(seed), "block", block_size=block
+    )
+    assert arm.shape == (n,) and arm.min() >= 0 and arm.max() < len(weights)
+    full = (n // block) * block
+    counts = np.bincount(arm[:full], minlength=len(weights))
+    np.testing.assert_array_equal(counts, np.array(weights) * mult * (n // block))
