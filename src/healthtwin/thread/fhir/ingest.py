@@ -1,0 +1,302 @@
+"""FHIR R4 ingestion: read -> validate -> resolve references -> normalise -> store in batches.
+
+Every resource that passes validation is stored whole (its original text, byte-exact), typed
+values are extracted from the ones the platform models, and every rejected piece of input goes
+to the quarantine with its file, line or entry and the reason. One file (or up to
+``batch_size`` records of a large NDJSON file) is one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from healthtwin.thread.fhir.normalize import (
+    ID_RE,
+    facts_of,
+    identifiers,
+    references,
+    subject_of,
+)
+from healthtwin.thread.fhir.reader import Record, expand_paths, read_source, read_text
+from healthtwin.thread.fhir.validate import R4_RESOURCE_TYPES, fast_check, strict_check
+from healthtwin.twin.model import InboundRecord, Rejected
+from healthtwin.twin.store.base import BatchResult, Store
+
+_REL_REF = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]+)?$")
+_ABS_REF = re.compile(r"^https?://\S+/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/\S+)?$")
+
+
+@dataclass
+class IngestReport:
+    files: int = 0
+    records: int = 0
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    quarantined: int = 0
+    twins_created: int = 0
+    batches: int = 0
+    per_type: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def add(self, res: BatchResult) -> None:
+        self.batches += 1
+        self.created += res.created
+        self.updated += res.updated
+        self.deleted += res.deleted
+        self.unchanged += res.unchanged
+        self.quarantined += res.quarantined
+        self.twins_created += res.twins_created
+        for k, v in res.per_type.items():
+            self.per_type[k] = self.per_type.get(k, 0) + v
+
+
+class _Broken(ValueError):
+    pass
+
+
+def _classify(ref: str, urls: dict[str, str]) -> tuple[str, str | None, str] | None:
+    """(reference, target rid, status) or None for a contained reference; raises _Broken."""
+    if ref.startswith("#"):
+        return None
+    if ref in urls:
+        return (ref, urls[ref], "resolved")
+    if ref.startswith(("urn:uuid:", "urn:oid:")):
+        raise _Broken(f"reference {ref!r} points to no entry of this Bundle")
+    m = _REL_REF.match(ref)
+    if m:
+        if m.group(1) not in R4_RESOURCE_TYPES:
+            raise _Broken(f"reference {ref!r} names unknown resource type {m.group(1)!r}")
+        return (ref, f"{m.group(1)}/{m.group(2)}", "pending")
+    if "?" in ref:
+        rtype = ref.split("?", 1)[0]
+        if rtype not in R4_RESOURCE_TYPES:
+            raise _Broken(f"conditional reference {ref!r} names unknown resource type")
+        return (ref, None, "conditional")
+    m = _ABS_REF.match(ref)
+    if m:
+        return (ref, f"{m.group(1)}/{m.group(2)}", "external")
+    if ref.startswith(("http://", "https://")):
+        return (ref, None, "external")
+    raise _Broken(f"reference {ref!r} is not a valid FHIR reference")
+
+
+def _bundle_urls(recs: list[Record]) -> dict[str, str]:
+    urls: dict[str, str] = {}
+    for r in recs:
+        if r.obj is None or not r.full_url:
+            continue
+        rid = _rid(r)
+        if rid:
+            urls[r.full_url] = rid
+    return urls
+
+
+def _rid(r: Record) -> str | None:
+    obj = r.obj
+    if obj is None:
+        return None
+    rtype, fid = obj.get("resourceType"), obj.get("id")
+    if not fid and r.full_url and r.full_url.startswith("urn:uuid:"):
+        fid = r.full_url[len("urn:uuid:") :]
+    if not fid:
+        # No id at all: a content-derived id keeps re-ingestion idempotent.
+        fid = "h-" + hashlib.sha256(r.text.encode()).hexdigest()[:40]
+    return f"{rtype}/{fid}"
+
+
+def convert_records(
+    recs: list[Record], *, strict: bool = False, skipped: list[str] | None = None
+) -> tuple[list[InboundRecord], list[Rejected]]:
+    """Turn reader records (one input's worth) into accepted and rejected records.
+
+    Bundle entries that carry no resource by design (GET/HEAD requests, responses) are not
+    data: they are listed in ``skipped`` (reported by the CLI), never silently dropped.
+    """
+    skipped = skipped if skipped is not None else []
+    accepted: list[InboundRecord] = []
+    rejected: list[Rejected] = []
+    groups: dict[str | None, list[Record]] = {}
+    for r in recs:
+        groups.setdefault(
+            f"{r.bundle}@{r.line}" if r.bundle and r.locator.startswith("line") else r.bundle, []
+        ).append(r)
+    for bundle_key, group in groups.items():
+        urls = _bundle_urls(group) if bundle_key else {}
+        for r in group:
+            rej = _convert_one(r, urls, strict, accepted, skipped)
+            if rej is not None:
+                rejected.append(Rejected(r.source, r.locator, rej, r.text, r.line, r.entry))
+    return accepted, rejected
+
+
+def _convert_one(
+    r: Record, urls: dict[str, str], strict: bool, out: list[InboundRecord], skipped: list[str]
+) -> str | None:
+    if r.error:
+        return r.error
+    if r.obj is None and "skip" in r.extra:
+        skipped.append(f"{r.source} {r.locator}: {r.extra['skip']}")
+        return None
+    if r.obj is None:
+        url = r.extra.get("delete")
+        m = _REL_REF.match(str(url or "").split("?")[0])
+        if not m:
+            return f"DELETE entry with unsupported url {url!r}"
+        raw = r.text
+        out.append(
+            InboundRecord(
+                f"{m.group(1)}/{m.group(2)}",
+                m.group(1),
+                raw,
+                hashlib.sha256(raw.encode()).hexdigest(),
+                r.source,
+                r.locator,
+                deleted=True,
+            )
+        )
+        return None
+    obj = r.obj
+    reason = fast_check(obj)
+    if reason:
+        return reason
+    validation = "fast"
+    if strict:
+        reason = strict_check(obj)
+        if reason:
+            return reason
+        validation = "strict"
+    rid = _rid(r)
+    assert rid is not None
+    refs: list[tuple[str, str | None, str]] = []
+    try:
+        for ref in references(r.text):
+            c = _classify(ref, urls)
+            if c is not None:
+                refs.append(c)
+        subj_ref = subject_of(obj)
+        subject = None
+        if subj_ref is not None:
+            c = _classify(subj_ref, urls)
+            subject = None if c is None else (c[1] or c[0])
+    except _Broken as exc:
+        return str(exc)
+    facts, err = facts_of(obj)
+    if err:
+        return err
+    text = r.text
+    out.append(
+        InboundRecord(
+            rid=rid,
+            rtype=str(obj["resourceType"]),
+            raw=text,
+            sha256=hashlib.sha256(text.encode()).hexdigest(),
+            source=r.source,
+            locator=r.locator,
+            subject=subject,
+            facts=facts,
+            refs=refs,
+            identifiers=identifiers(obj),
+            validation=validation,
+        )
+    )
+    return None
+
+
+def _convert_input(
+    source: str,
+    text: str,
+    *,
+    strict: bool,
+    batch_size: int,
+    ndjson: bool | None,
+    skipped: list[str] | None = None,
+) -> Iterator[tuple[list[InboundRecord], list[Rejected]]]:
+    recs = list(read_text(source, text, ndjson=ndjson))
+    # A Bundle is resolved as a whole (urn:uuid references), so it is never split.
+    step = len(recs) if any(r.bundle for r in recs) else batch_size
+    for i in range(0, len(recs), max(step, 1)):
+        yield convert_records(recs[i : i + step], strict=strict, skipped=skipped)
+
+
+def ingest_text(
+    store: Store,
+    source: str,
+    text: str,
+    *,
+    strict: bool = False,
+    batch_size: int = 5000,
+    ndjson: bool | None = None,
+) -> Iterator[BatchResult]:
+    """Ingest one input's text; yields one result per committed batch."""
+    for accepted, rejected in _convert_input(
+        source, text, strict=strict, batch_size=batch_size, ndjson=ndjson
+    ):
+        yield store.write_batch(accepted, rejected, source=source)
+
+
+def ingest_paths(
+    store: Store,
+    paths: Iterable[str],
+    *,
+    strict: bool = False,
+    batch_size: int = 5000,
+    progress: Callable[[str, int], Any] | None = None,
+) -> IngestReport:
+    """Ingest files, folders (recursively: .json, .ndjson, .jsonl, .gz) and '-' (stdin).
+
+    Small inputs are grouped so that a transaction holds about ``batch_size`` records; a
+    Bundle or file is never split across transactions except NDJSON beyond ``batch_size``.
+    """
+    report = IngestReport()
+    acc: list[InboundRecord] = []
+    rej: list[Rejected] = []
+    sources: list[str] = []
+
+    def flush() -> None:
+        if not (acc or rej or sources):
+            return
+        label = sources[0] if len(sources) == 1 else f"{sources[0]} (+{len(sources) - 1} more)"
+        res = store.write_batch(acc, rej, source=label)
+        report.add(res)
+        report.records += res.created + res.updated + res.deleted + res.unchanged
+        report.records += res.quarantined
+        acc.clear()
+        rej.clear()
+        sources.clear()
+
+    for path in expand_paths(list(paths)):
+        try:
+            source, text = read_source(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            report.problems.append(f"{path}: {exc}")
+            rej.append(Rejected(path, "file", f"unreadable input: {exc}", ""))
+            sources.append(path)
+            continue
+        report.files += 1
+        nd = True if path.endswith((".ndjson", ".jsonl", ".ndjson.gz")) else None
+        for a, r in _convert_input(
+            source, text, strict=strict, batch_size=batch_size, ndjson=nd, skipped=report.skipped
+        ):
+            if acc and len(acc) + len(a) > batch_size:
+                flush()
+            acc.extend(a)
+            rej.extend(r)
+            if source not in sources:
+                sources.append(source)
+            if len(acc) >= batch_size:
+                flush()
+        if progress is not None:
+            progress(path, len(text))
+    flush()
+    return report
+
+
+def is_valid_id(value: str) -> bool:
+    return bool(ID_RE.match(value))

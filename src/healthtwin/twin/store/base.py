@@ -1,0 +1,96 @@
+"""The storage interface every backend implements (DuckDB embedded; PostgreSQL later).
+
+Callers only use these methods; a batch is one transaction (all of it or none of it).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from healthtwin.twin.journal import VerifyReport
+from healthtwin.twin.model import Event, InboundRecord, Rejected
+
+
+@dataclass
+class BatchResult:
+    batch_id: str
+    recorded_at: datetime
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    quarantined: int = 0
+    twins_created: int = 0
+    events: int = 0
+    per_type: dict[str, int] = field(default_factory=dict)
+
+
+class StoreError(RuntimeError):
+    """The store cannot do what was asked (e.g. unknown twin)."""
+
+
+class Store(ABC):
+    """Durable, auditable record of twins: journal, inbound originals, facts, quarantine."""
+
+    @abstractmethod
+    def write_batch(
+        self,
+        records: Sequence[InboundRecord],
+        rejected: Sequence[Rejected] = (),
+        events: Sequence[Event] = (),
+        *,
+        source: str = "",
+    ) -> BatchResult:
+        """Write one batch atomically; identical re-ingestion is reported as unchanged."""
+
+    @abstractmethod
+    def append_events(self, events: Sequence[Event]) -> list[int]:
+        """Append events (predictions, simulations, actions, audit) to the journal."""
+
+    @abstractmethod
+    def twins(self, kind: str | None = None, search: str | None = None) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def twin(self, twin_id: str) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def set_sync_mode(self, twin_id: str, mode: str) -> None: ...
+
+    @abstractmethod
+    def state(
+        self, twin_id: str, at: datetime | None = None, as_of: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Latest value per code with effective <= ``at``, as known at recorded time ``as_of``."""
+
+    @abstractmethod
+    def history(self, twin_id: str) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def originals(self, twin_id: str | None = None, rtype: str | None = None) -> Iterator[str]:
+        """The current original texts (byte-exact as received)."""
+
+    @abstractmethod
+    def iter_resources(self, rtype: str) -> Iterator[dict[str, Any]]:
+        """Current resources of one type, parsed."""
+
+    @abstractmethod
+    def quarantine(self) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def stats(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def verify(self) -> VerifyReport: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,702 @@
+"""The embedded default store: one DuckDB file, no server.
+
+Tables: ``journal`` (append-only, hash-chained events), ``records`` (every version of every
+inbound record with its exact original text), ``facts`` (the typed values, a projection of the
+journal that can be rebuilt from it), ``refs`` / ``identifiers`` (reference resolution),
+``twins``, ``quarantine``, ``batches``. Times are naive UTC ``TIMESTAMP``s.
+
+A batch is one DuckDB transaction: a crash (even ``kill -9``) leaves the file as before or
+after the batch, never half of it (DuckDB's write-ahead log replays only committed work).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pandas as pd
+
+from healthtwin.twin.journal import GENESIS, VerifyReport, seal, verify_chain
+from healthtwin.twin.model import Event, InboundRecord, Rejected, SyncMode, TwinKind
+from healthtwin.twin.store.base import BatchResult, Store, StoreError
+
+SCHEMA_VERSION = "1"
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR, value VARCHAR);
+CREATE TABLE IF NOT EXISTS journal (
+  seq BIGINT, event_id VARCHAR, recorded_at TIMESTAMP, kind VARCHAR, twin_id VARCHAR,
+  subject VARCHAR, batch_id VARCHAR, payload VARCHAR, provenance VARCHAR,
+  prev_hash VARCHAR, hash VARCHAR);
+CREATE TABLE IF NOT EXISTS records (
+  rid VARCHAR, version INTEGER, rtype VARCHAR, content_sha256 VARCHAR, raw VARCHAR,
+  subject VARCHAR, seq BIGINT, recorded_at TIMESTAMP, superseded_at TIMESTAMP,
+  deleted BOOLEAN, validation VARCHAR, source VARCHAR, locator VARCHAR, batch_id VARCHAR);
+CREATE TABLE IF NOT EXISTS facts (
+  rid VARCHAR, version INTEGER, fkey VARCHAR, subject VARCHAR, system VARCHAR, code VARCHAR,
+  display VARCHAR, kind VARCHAR, num DOUBLE, unit VARCHAR, num_canonical DOUBLE,
+  unit_canonical VARCHAR, unit_status VARCHAR, value_system VARCHAR, value_code VARCHAR,
+  text VARCHAR, low DOUBLE, high DOUBLE, mean DOUBLE, sd DOUBLE, quantiles VARCHAR,
+  effective TIMESTAMP, effective_text VARCHAR, status VARCHAR, recorded_at TIMESTAMP,
+  superseded_at TIMESTAMP, seq BIGINT);
+CREATE TABLE IF NOT EXISTS refs (
+  rid VARCHAR, version INTEGER, reference VARCHAR, target VARCHAR, status VARCHAR);
+CREATE TABLE IF NOT EXISTS identifiers (rid VARCHAR, system VARCHAR, value VARCHAR);
+CREATE TABLE IF NOT EXISTS twins (
+  twin_id VARCHAR, kind VARCHAR, subject VARCHAR, sync_mode VARCHAR, name VARCHAR,
+  created_at TIMESTAMP, seq BIGINT);
+CREATE TABLE IF NOT EXISTS quarantine (
+  qid BIGINT, batch_id VARCHAR, recorded_at TIMESTAMP, source VARCHAR, locator VARCHAR,
+  line INTEGER, entry INTEGER, reason VARCHAR, raw VARCHAR, seq BIGINT);
+CREATE TABLE IF NOT EXISTS batches (
+  batch_id VARCHAR, source VARCHAR, recorded_at TIMESTAMP, created INTEGER, updated INTEGER,
+  deleted INTEGER, unchanged INTEGER, quarantined INTEGER, first_seq BIGINT, last_seq BIGINT);
+"""
+
+_FACT_COLS = [
+    "system",
+    "code",
+    "display",
+    "kind",
+    "num",
+    "unit",
+    "num_canonical",
+    "unit_canonical",
+    "unit_status",
+    "value_system",
+    "value_code",
+    "text",
+    "low",
+    "high",
+    "mean",
+    "sd",
+    "quantiles",
+    "effective",
+    "effective_text",
+    "status",
+]
+
+TWIN_KIND_OF_TYPE = {"Patient": TwinKind.PATIENT, "Organization": TwinKind.FACILITY}
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _naive(ts: datetime | None) -> datetime | None:
+    if ts is None:
+        return None
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
+
+
+def _json(obj: Any) -> str:
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _name_of(raw: str) -> str | None:
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if obj.get("resourceType") == "Patient":
+        for n in obj.get("name") or []:
+            given = " ".join(n.get("given") or [])
+            family = n.get("family") or ""
+            full = f"{given} {family}".strip() or n.get("text")
+            if full:
+                return str(full)
+        return None
+    return str(obj["name"]) if isinstance(obj.get("name"), str) else None
+
+
+class DuckDBStore(Store):
+    """A healthtwin store in one DuckDB file (``path``; ``":memory:"`` for tests)."""
+
+    def __init__(self, path: str | Path, *, read_only: bool = False, clock: Any = None) -> None:
+        self.path = str(path)
+        self._clock = clock or _utcnow
+        self._lock = threading.RLock()
+        self.con = duckdb.connect(self.path, read_only=read_only)
+        self._columns: dict[str, list[str]] = {}
+        self._conditional_pending = 1  # checked on the first batch
+        if not read_only:
+            self.con.execute(_DDL)
+            if not self.con.execute("SELECT 1 FROM meta WHERE key='schema'").fetchall():
+                self.con.execute("INSERT INTO meta VALUES ('schema', ?)", [SCHEMA_VERSION])
+
+    # ------------------------------------------------------------------ writing
+    def _head(self) -> tuple[int, str, datetime | None]:
+        rows = self.con.execute(
+            "SELECT seq, hash, recorded_at FROM journal ORDER BY seq DESC LIMIT 1"
+        ).fetchall()
+        row = rows[0] if rows else None
+        return (0, GENESIS, None) if row is None else (int(row[0]), str(row[1]), row[2])
+
+    def _now(self, last: datetime | None) -> datetime:
+        now = _naive(self._clock())
+        assert now is not None
+        return max(now, last) if last else now
+
+    def write_batch(
+        self,
+        records: Sequence[InboundRecord],
+        rejected: Sequence[Rejected] = (),
+        events: Sequence[Event] = (),
+        *,
+        source: str = "",
+    ) -> BatchResult:
+        with self._lock:
+            con = self.con
+            con.execute("BEGIN TRANSACTION")
+            try:
+                result = self._write(records, rejected, events, source)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            return result
+
+    def _write(
+        self,
+        records: Sequence[InboundRecord],
+        rejected: Sequence[Rejected],
+        extra: Sequence[Event],
+        source: str,
+    ) -> BatchResult:
+        con = self.con
+        last_seq, prev_hash, last_time = self._head()
+        now = self._now(last_time)
+        batch_id = uuid.uuid4().hex
+        res = BatchResult(batch_id=batch_id, recorded_at=now)
+
+        rids = sorted({r.rid for r in records})
+        current: dict[str, tuple[int, str, bool]] = {}
+        if rids:
+            con.register("_batch_rids", pd.DataFrame({"rid": rids}))
+            for rid, ver, sha, deleted in con.execute(
+                "SELECT r.rid, r.version, r.content_sha256, r.deleted FROM records r "
+                "JOIN _batch_rids b ON r.rid = b.rid WHERE r.superseded_at IS NULL"
+            ).fetchall():
+                current[rid] = (int(ver), str(sha), bool(deleted))
+            con.unregister("_batch_rids")
+        existing_twins: set[str] = set()
+        twin_candidates = [r.rid for r in records if r.rtype in TWIN_KIND_OF_TYPE]
+        if twin_candidates:
+            con.register("_tw", pd.DataFrame({"t": twin_candidates}))
+            existing_twins = {
+                t
+                for (t,) in con.execute(
+                    "SELECT twin_id FROM twins JOIN _tw ON twin_id = t"
+                ).fetchall()
+            }
+            con.unregister("_tw")
+
+        j_rows: list[tuple[Any, ...]] = []
+        rec_rows: list[tuple[Any, ...]] = []
+        fact_rows: list[tuple[Any, ...]] = []
+        ref_rows: list[tuple[Any, ...]] = []
+        id_rows: list[tuple[Any, ...]] = []
+        twin_rows: list[tuple[Any, ...]] = []
+        q_rows: list[tuple[Any, ...]] = []
+        superseded: list[str] = []
+        seq = last_seq
+
+        def emit(
+            kind: str,
+            payload: dict[str, Any],
+            prov: dict[str, Any],
+            twin_id: str | None,
+            subject: str | None,
+        ) -> int:
+            nonlocal seq, prev_hash
+            seq += 1
+            eid = uuid.uuid4().hex
+            p, pv = _json(payload), _json(prov)
+            h = seal(prev_hash, seq, eid, now, kind, twin_id, subject, batch_id, p, pv)
+            j_rows.append((seq, eid, now, kind, twin_id, subject, batch_id, p, pv, prev_hash, h))
+            prev_hash = h
+            return seq
+
+        for rec in records:
+            cur = current.get(rec.rid)
+            if cur is not None and cur[1] == rec.sha256 and cur[2] == rec.deleted:
+                res.unchanged += 1
+                continue
+            if cur is None and rec.deleted:
+                res.unchanged += 1  # deleting what we never had changes nothing
+                continue
+            version = 1 if cur is None else cur[0] + 1
+            if cur is not None:
+                superseded.append(rec.rid)
+            kind = (
+                "record.deleted"
+                if rec.deleted
+                else ("record.created" if cur is None else "record.updated")
+            )
+            if rec.deleted:
+                res.deleted += 1
+            elif cur is None:
+                res.created += 1
+            else:
+                res.updated += 1
+            res.per_type[rec.rtype] = res.per_type.get(rec.rtype, 0) + 1
+            twin_id = rec.rid if rec.rtype in TWIN_KIND_OF_TYPE else rec.subject
+            s = emit(
+                kind,
+                {"rid": rec.rid, "version": version, "sha256": rec.sha256, "type": rec.rtype},
+                {"source": rec.source, "locator": rec.locator, "validation": rec.validation},
+                twin_id,
+                rec.subject,
+            )
+            current[rec.rid] = (version, rec.sha256, rec.deleted)
+            rec_rows.append(
+                (
+                    rec.rid,
+                    version,
+                    rec.rtype,
+                    rec.sha256,
+                    rec.raw,
+                    rec.subject,
+                    s,
+                    now,
+                    None,
+                    rec.deleted,
+                    rec.validation,
+                    rec.source,
+                    rec.locator,
+                    batch_id,
+                )
+            )
+            subj = rec.rid if rec.rtype == "Patient" else rec.subject
+            for f in rec.facts:
+                fact_rows.append(
+                    (
+                        rec.rid,
+                        version,
+                        f.key,
+                        subj,
+                        *(
+                            getattr(f, c) if c != "effective" else _naive(f.effective)
+                            for c in _FACT_COLS
+                        ),
+                        now,
+                        None,
+                        s,
+                    )
+                )
+            for ref, target, status in rec.refs:
+                ref_rows.append((rec.rid, version, ref, target, status))
+                if status == "conditional":
+                    self._conditional_pending += 1
+            for system, value in rec.identifiers:
+                id_rows.append((rec.rid, system, value))
+            tk = TWIN_KIND_OF_TYPE.get(rec.rtype)
+            if tk is not None and rec.rid not in existing_twins and not rec.deleted:
+                existing_twins.add(rec.rid)
+                ts = emit(
+                    "twin.created",
+                    {"twin_id": rec.rid, "kind": tk.value, "sync_mode": SyncMode.SHADOW.value},
+                    {"source": rec.source, "locator": rec.locator},
+                    rec.rid,
+                    rec.rid,
+                )
+                twin_rows.append(
+                    (rec.rid, tk.value, rec.rid, SyncMode.SHADOW.value, _name_of(rec.raw), now, ts)
+                )
+                res.twins_created += 1
+
+        (q_base,) = con.execute("SELECT coalesce(max(qid), 0) FROM quarantine").fetchall()[0]
+        for i, rj in enumerate(rejected):
+            sha = hashlib.sha256(rj.raw.encode()).hexdigest()
+            s = emit(
+                "record.rejected",
+                {"reason": rj.reason, "sha256": sha},
+                {"source": rj.source, "locator": rj.locator},
+                None,
+                None,
+            )
+            q_rows.append(
+                (
+                    int(q_base) + i + 1,
+                    batch_id,
+                    now,
+                    rj.source,
+                    rj.locator,
+                    rj.line,
+                    rj.entry,
+                    rj.reason,
+                    rj.raw,
+                    s,
+                )
+            )
+        res.quarantined = len(rejected)
+        for ev in extra:
+            emit(ev.kind, ev.payload, ev.provenance, ev.twin_id, ev.subject)
+        emit(
+            "batch.committed",
+            {
+                "source": source,
+                "created": res.created,
+                "updated": res.updated,
+                "deleted": res.deleted,
+                "unchanged": res.unchanged,
+                "quarantined": res.quarantined,
+            },
+            {"source": source},
+            None,
+            None,
+        )
+        res.events = seq - last_seq
+
+        if superseded:
+            con.register("_sup", pd.DataFrame({"rid": superseded}))
+            con.execute(
+                "UPDATE records SET superseded_at = ? WHERE superseded_at IS NULL "
+                "AND rid IN (SELECT rid FROM _sup)",
+                [now],
+            )
+            con.execute(
+                "UPDATE facts SET superseded_at = ? WHERE superseded_at IS NULL "
+                "AND rid IN (SELECT rid FROM _sup)",
+                [now],
+            )
+            con.unregister("_sup")
+        self._insert("journal", j_rows, 11)
+        self._insert("records", rec_rows, 14)
+        self._insert("facts", fact_rows, 27)
+        self._insert("refs", ref_rows, 5)
+        self._insert("identifiers", id_rows, 3)
+        self._insert("twins", twin_rows, 7)
+        self._insert("quarantine", q_rows, 10)
+        con.execute(
+            "INSERT INTO batches VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [
+                batch_id,
+                source,
+                now,
+                res.created,
+                res.updated,
+                res.deleted,
+                res.unchanged,
+                res.quarantined,
+                last_seq + 1,
+                seq,
+            ],
+        )
+        self._resolve_pending()
+        return res
+
+    def _insert(self, table: str, rows: list[tuple[Any, ...]], ncols: int) -> None:
+        if not rows:
+            return
+        cols = self._columns.get(table)
+        if cols is None:
+            cols = [r[0] for r in self.con.execute(f"DESCRIBE {table}").fetchall()]
+            self._columns[table] = cols
+        assert len(cols) == ncols, (table, cols)
+        data = {}
+        for name, values in zip(cols, zip(*rows, strict=True), strict=True):
+            arr = list(values)
+            # an all-None column needs a type DuckDB can scan
+            data[name] = pd.array(arr, dtype="string") if all(v is None for v in arr) else arr
+        self.con.register("_ins", pd.DataFrame(data))
+        self.con.execute(f"INSERT INTO {table} SELECT * FROM _ins")
+        self.con.unregister("_ins")
+
+    def _resolve_pending(self) -> None:
+        """Resolve conditional references (Type?identifier=system|value) that now match.
+
+        Plain ``Type/id`` references need no update: whether their target has arrived is a
+        join at read time (``stats``), so resolution costs nothing per batch.
+        """
+        con = self.con
+        # Conditional references (Type?identifier=system|value) matched by identifier.
+        if not self._conditional_pending:
+            return
+        pend = con.execute(
+            "SELECT DISTINCT reference FROM refs WHERE status = 'conditional'"
+        ).fetchall()
+        self._conditional_pending = len(pend)
+        parsed = []
+        for (ref,) in pend:
+            rtype, _, query = ref.partition("?")
+            if not query.startswith("identifier="):
+                continue
+            token = query[len("identifier=") :]
+            system, bar, value = token.rpartition("|")
+            parsed.append((ref, f"{rtype}/%", system if bar else "", value if bar else token))
+        if not parsed:
+            return
+        con.register("_cond", pd.DataFrame(parsed, columns=["ref", "pat", "sys", "val"]))
+        # Set-based: a conditional reference resolves when exactly one resource matches.
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _match AS SELECT c.ref, min(i.rid) AS target "
+            "FROM _cond c JOIN identifiers i ON i.value = c.val AND (c.sys = '' OR "
+            "i.system = c.sys) AND i.rid LIKE c.pat GROUP BY c.ref "
+            "HAVING count(DISTINCT i.rid) = 1"
+        )
+        con.unregister("_cond")
+        con.execute(
+            "UPDATE refs SET status = 'resolved', target = m.target FROM _match m "
+            "WHERE refs.reference = m.ref AND refs.status = 'conditional'"
+        )
+        for table in ("records", "facts"):
+            con.execute(
+                f"UPDATE {table} SET subject = m.target FROM _match m WHERE {table}.subject = m.ref"
+            )
+        con.execute("DROP TABLE _match")
+        (left,) = con.execute("SELECT count(*) FROM refs WHERE status = 'conditional'").fetchall()[
+            0
+        ]
+        self._conditional_pending = int(left)
+
+    def append_events(self, events: Sequence[Event]) -> list[int]:
+        res = self.write_batch([], [], events, source="api")
+        last = self._head()[0]
+        return list(range(last - res.events + 1, last))  # excludes the batch summary event
+
+    # ------------------------------------------------------------------ reading
+    def _resolve_twin(self, twin_id: str) -> dict[str, Any]:
+        rows = self.con.execute(
+            "SELECT twin_id, kind, subject, sync_mode, name, created_at FROM twins "
+            "WHERE twin_id = ? OR twin_id LIKE ? ORDER BY twin_id",
+            [twin_id, f"%/{twin_id}"],
+        ).fetchall()
+        if not rows:
+            rows = self.con.execute(
+                "SELECT twin_id, kind, subject, sync_mode, name, created_at FROM twins "
+                "WHERE twin_id LIKE ? ORDER BY twin_id LIMIT 2",
+                [f"%/{twin_id}%"],
+            ).fetchall()
+        if not rows:
+            raise StoreError(f"no twin with id {twin_id!r} (see `healthtwin twins list`)")
+        if len(rows) > 1:
+            raise StoreError(f"twin id {twin_id!r} is ambiguous: {rows[0][0]}, {rows[1][0]}")
+        keys = ("twin_id", "kind", "subject", "sync_mode", "name", "created_at")
+        return dict(zip(keys, rows[0], strict=True))
+
+    def twins(self, kind: str | None = None, search: str | None = None) -> list[dict[str, Any]]:
+        q = (
+            "SELECT t.twin_id, t.kind, t.sync_mode, t.name, t.created_at, "
+            "(SELECT count(*) FROM records r WHERE r.subject = t.subject "
+            " AND r.superseded_at IS NULL AND NOT r.deleted) AS resources "
+            "FROM twins t WHERE (? IS NULL OR t.kind = ?) AND (? IS NULL OR "
+            "t.twin_id ILIKE ? OR t.name ILIKE ?) ORDER BY t.kind, t.name, t.twin_id"
+        )
+        pat = f"%{search}%" if search else None
+        rows = self.con.execute(q, [kind, kind, search, pat, pat]).fetchall()
+        keys = ("twin_id", "kind", "sync_mode", "name", "created_at", "resources")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def twin(self, twin_id: str) -> dict[str, Any]:
+        t = self._resolve_twin(twin_id)
+        per_type = self.con.execute(
+            "SELECT rtype, count(*) FROM records WHERE subject = ? AND superseded_at IS NULL "
+            "AND NOT deleted GROUP BY rtype ORDER BY rtype",
+            [t["subject"]],
+        ).fetchall()
+        t["resources"] = dict(per_type)
+        (t["events"],) = self.con.execute(
+            "SELECT count(*) FROM journal WHERE twin_id = ? OR subject = ?",
+            [t["twin_id"], t["subject"]],
+        ).fetchall()[0]
+        return t
+
+    def set_sync_mode(self, twin_id: str, mode: str) -> None:
+        t = self._resolve_twin(twin_id)
+        SyncMode(mode)
+        self.write_batch(
+            [],
+            [],
+            [
+                Event(
+                    "twin.sync_mode",
+                    {"twin_id": t["twin_id"], "from": t["sync_mode"], "to": mode},
+                    {"source": "api"},
+                    t["twin_id"],
+                    t["subject"],
+                )
+            ],
+            source="api",
+        )
+        self.con.execute("UPDATE twins SET sync_mode=? WHERE twin_id=?", [mode, t["twin_id"]])
+
+    def state(
+        self, twin_id: str, at: datetime | None = None, as_of: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        t = self._resolve_twin(twin_id)
+        at_, asof_ = _naive(at), _naive(as_of)
+        cols = [
+            "system",
+            "code",
+            "display",
+            "kind",
+            "num",
+            "unit",
+            "num_canonical",
+            "unit_canonical",
+            "unit_status",
+            "value_code",
+            "text",
+            "mean",
+            "sd",
+            "quantiles",
+            "effective",
+            "effective_text",
+            "status",
+            "recorded_at",
+            "rid",
+            "version",
+            "fkey",
+            "seq",
+        ]
+        sql = f"""
+        SELECT {", ".join(cols)} FROM (
+          SELECT *, row_number() OVER (PARTITION BY system, code
+                 ORDER BY effective DESC NULLS LAST, seq DESC) AS rn
+          FROM facts
+          WHERE subject = ?
+            AND (CAST(? AS TIMESTAMP) IS NULL OR recorded_at <= ?)
+            AND (superseded_at IS NULL OR (CAST(? AS TIMESTAMP) IS NOT NULL
+                 AND superseded_at > ?))
+            AND (CAST(? AS TIMESTAMP) IS NULL OR effective IS NULL OR effective <= ?)
+        ) WHERE rn = 1 AND status <> 'entered-in-error'
+        ORDER BY system, code"""
+        rows = self.con.execute(sql, [t["subject"], asof_, asof_, asof_, asof_, at_, at_])
+        return [dict(zip(cols, r, strict=True)) for r in rows.fetchall()]
+
+    def history(self, twin_id: str) -> list[dict[str, Any]]:
+        t = self._resolve_twin(twin_id)
+        rows = self.con.execute(
+            "SELECT seq, recorded_at, kind, payload, provenance FROM journal "
+            "WHERE twin_id = ? OR subject = ? ORDER BY seq",
+            [t["twin_id"], t["subject"]],
+        )
+        keys = ("seq", "recorded_at", "kind", "payload", "provenance")
+        out = []
+        for r in rows.fetchall():
+            d = dict(zip(keys, r, strict=True))
+            d["payload"], d["provenance"] = (
+                orjson.loads(d["payload"]),
+                orjson.loads(d["provenance"]),
+            )
+            out.append(d)
+        return out
+
+    def originals(self, twin_id: str | None = None, rtype: str | None = None) -> Iterator[str]:
+        if twin_id is not None:
+            t = self._resolve_twin(twin_id)
+            cur = self.con.cursor().execute(
+                "SELECT raw FROM records WHERE (subject = ? OR rid = ?) AND superseded_at "
+                "IS NULL AND NOT deleted AND (? IS NULL OR rtype = ?) ORDER BY seq",
+                [t["subject"], t["subject"], rtype, rtype],
+            )
+        else:
+            cur = self.con.cursor().execute(
+                "SELECT raw FROM records WHERE superseded_at IS NULL AND NOT deleted "
+                "AND (? IS NULL OR rtype = ?) ORDER BY seq",
+                [rtype, rtype],
+            )
+        while chunk := cur.fetchmany(2000):
+            for (raw,) in chunk:
+                yield raw
+
+    def iter_resources(self, rtype: str) -> Iterator[dict[str, Any]]:
+        for raw in self.originals(rtype=rtype):
+            yield orjson.loads(raw)
+
+    def quarantine(self) -> list[dict[str, Any]]:
+        keys = ("qid", "recorded_at", "source", "locator", "reason", "raw")
+        rows = self.con.execute(
+            "SELECT qid, recorded_at, source, locator, reason, raw FROM quarantine ORDER BY qid"
+        )
+        return [dict(zip(keys, r, strict=True)) for r in rows.fetchall()]
+
+    def stats(self) -> dict[str, Any]:
+        c = self.con
+        return {
+            "resources": dict(
+                c.execute(
+                    "SELECT rtype, count(*) FROM records WHERE superseded_at IS NULL AND NOT "
+                    "deleted GROUP BY rtype ORDER BY rtype"
+                ).fetchall()
+            ),
+            "versions": (c.execute("SELECT count(*) FROM records").fetchall()[0])[0],
+            "events": dict(
+                c.execute(
+                    "SELECT kind, count(*) FROM journal GROUP BY kind ORDER BY kind"
+                ).fetchall()
+            ),
+            "facts": (c.execute("SELECT count(*) FROM facts").fetchall()[0])[0],
+            "twins": dict(
+                c.execute("SELECT kind, count(*) FROM twins GROUP BY kind ORDER BY kind").fetchall()
+            ),
+            "quarantined": (c.execute("SELECT count(*) FROM quarantine").fetchall()[0])[0],
+            "references": dict(
+                c.execute(
+                    "SELECT CASE WHEN status = 'pending' AND target IN (SELECT rid FROM records "
+                    "WHERE superseded_at IS NULL AND NOT deleted) THEN 'resolved' ELSE status END "
+                    "AS st, count(*) FROM refs GROUP BY st ORDER BY st"
+                ).fetchall()
+            ),
+            "validation": dict(
+                c.execute(
+                    "SELECT validation, count(*) FROM records WHERE superseded_at IS NULL "
+                    "GROUP BY validation ORDER BY validation"
+                ).fetchall()
+            ),
+            "units": dict(
+                c.execute(
+                    "SELECT unit_status, count(*) FROM facts WHERE unit_status IS NOT NULL "
+                    "GROUP BY unit_status ORDER BY unit_status"
+                ).fetchall()
+            ),
+        }
+
+    def verify(self) -> VerifyReport:
+        rep = VerifyReport()
+        cur = self.con.execute(
+            "SELECT seq, event_id, recorded_at, kind, twin_id, subject, batch_id, payload, "
+            "provenance, prev_hash, hash FROM journal ORDER BY seq, rowid"
+        )
+        payload_of: dict[int, str] = {}
+
+        def rows() -> Iterator[tuple[Any, ...]]:
+            while chunk := cur.fetchmany(5000):
+                for r in chunk:
+                    if r[3].startswith("record.") and r[3] != "record.rejected":
+                        payload_of[int(r[0])] = r[7]
+                    yield r
+
+        verify_chain(rows(), rep)
+        n = 0
+        rc = self.con.execute("SELECT rid, version, seq, content_sha256, raw FROM records")
+        while chunk := rc.fetchmany(5000):
+            for rid, version, seq, sha, raw in chunk:
+                n += 1
+                if hashlib.sha256(raw.encode()).hexdigest() != sha:
+                    rep.problems.append(f"record {rid} v{version}: original text was altered")
+                p = payload_of.get(int(seq))
+                if p is None:
+                    rep.problems.append(f"record {rid} v{version}: no journal event seq {seq}")
+                    continue
+                ev = orjson.loads(p)
+                if (ev.get("rid"), ev.get("version"), ev.get("sha256")) != (rid, version, sha):
+                    rep.problems.append(
+                        f"record {rid} v{version}: does not match journal event seq {seq}"
+                    )
+        if n != len(payload_of):
+            rep.problems.append(
+                f"{len(payload_of)} record events but {n} stored records (a record was removed)"
+            )
+        return rep
+
+    def close(self) -> None:
+        self.con.close()
