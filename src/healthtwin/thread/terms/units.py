@@ -9,13 +9,10 @@ substance-amount <-> mass bridge (mmol/L <-> mg/dL) through a code's molar mass.
 
 from __future__ import annotations
 
-import re
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
-
-_ANNOTATION = re.compile(r"\{[^{}]*\}")
 
 
 class UnitError(ValueError):
@@ -32,15 +29,6 @@ def _registry() -> Any:
 _lock = threading.Lock()
 
 
-def _strip_annotations(code: str) -> str:
-    """UCUM annotations ``{...}`` are unity; replace them so the grammar sees ``1``."""
-    if "{" not in code:
-        return code
-    stripped = _ANNOTATION.sub("1", code)
-    # "{score}" -> "1"; "{beats}/min" -> "1/min"; "mL/min/{1.73_m2}" -> "mL/min/1"
-    return stripped
-
-
 @lru_cache(maxsize=4096)
 def _quantity(code: str) -> Any:
     """Parse a UCUM code into a pint Quantity of magnitude 1 (in the code's own scale)."""
@@ -48,7 +36,7 @@ def _quantity(code: str) -> Any:
         raise UnitError(f"{code!r} is not a valid UCUM code (empty or surrounding whitespace)")
     if " " in code:
         raise UnitError(f"{code!r} is not a valid UCUM code (UCUM codes contain no spaces)")
-    expr = _strip_annotations(code)
+    expr = code
     reg = _registry()
     with _lock:
         try:
