@@ -140,3 +140,20 @@ def test_journal_provenance_names_file_and_place(tmp_path) -> None:
     assert all(h["provenance"]["source"] == "feed.ndjson" for h in created)
     assert all(len(h["payload"]["sha256"]) == 64 for h in created)
     assert json.dumps(hist, default=str)
+
+
+def test_twin_creation_and_sync_mode_are_journaled() -> None:
+    store = DuckDBStore(":memory:")
+    store.write_batch(*convert_records(list(read_text("p", ndjson(patient())))))
+    cid = store.create_twin("cohort", "HbA1c > 8 study", sync_mode="model")
+    store.set_sync_mode("p1", "twin")
+    listed = {t["twin_id"]: t for t in store.twins()}
+    assert listed[cid]["kind"] == "cohort" and listed["Patient/p1"]["sync_mode"] == "twin"
+    kinds = [h["kind"] for h in store.history("p1")]
+    assert kinds.count("twin.sync_mode") == 1
+    assert [h["payload"]["name"] for h in store.history(cid) if h["kind"] == "twin.created"] == [
+        "HbA1c > 8 study"
+    ]
+    with pytest.raises(ValueError):
+        store.set_sync_mode("p1", "mirror")
+    assert store.verify().ok

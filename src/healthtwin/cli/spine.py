@@ -186,6 +186,28 @@ def twins_list(store_path: str, kind: str | None, search: str | None, fmt: str) 
     store.close()
 
 
+@twins.command("create")
+@click.option("--kind", type=click.Choice(["patient", "facility", "cohort"]), required=True)
+@click.option("--name", required=True)
+@click.option("--subject", help="FHIR reference of the subject (e.g. Group/abc), if any.")
+@click.option(
+    "--sync-mode",
+    type=click.Choice(["model", "shadow", "twin"]),
+    default="model",
+    show_default=True,
+)
+@_store_option
+def twins_create(
+    kind: str, name: str, subject: str | None, sync_mode: str, store_path: str
+) -> None:
+    """Create a twin not tied to an ingested resource (e.g. a cohort); journaled."""
+    store = _open(store_path)
+    try:
+        click.echo(store.create_twin(kind, name, subject, sync_mode))
+    finally:
+        store.close()
+
+
 @click.group()
 def twin() -> None:
     """Show or change one twin."""

@@ -58,7 +58,14 @@ class Store(ABC):
     def twin(self, twin_id: str) -> dict[str, Any]: ...
 
     @abstractmethod
-    def set_sync_mode(self, twin_id: str, mode: str) -> None: ...
+    def set_sync_mode(self, twin_id: str, mode: str) -> None:
+        """Change how a twin follows its subject (journaled)."""
+
+    @abstractmethod
+    def create_twin(
+        self, kind: str, name: str, subject: str | None = None, sync_mode: str = "model"
+    ) -> str:
+        """Create a twin (e.g. a cohort) and return its id (journaled)."""
 
     @abstractmethod
     def state(

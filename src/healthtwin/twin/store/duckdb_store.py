@@ -485,10 +485,13 @@ class DuckDBStore(Store):
     def twins(self, kind: str | None = None, search: str | None = None) -> list[dict[str, Any]]:
         q = (
             "SELECT t.twin_id, t.kind, t.sync_mode, t.name, t.created_at, "
-            "(SELECT count(*) FROM records r WHERE r.subject = t.subject "
-            " AND r.superseded_at IS NULL AND NOT r.deleted) AS resources "
-            "FROM twins t WHERE (? IS NULL OR t.kind = ?) AND (? IS NULL OR "
-            "t.twin_id ILIKE ? OR t.name ILIKE ?) ORDER BY t.kind, t.name, t.twin_id"
+            "coalesce(c.n, 0) AS resources FROM twins t LEFT JOIN ("
+            " SELECT subject, count(*) AS n FROM records WHERE superseded_at IS NULL "
+            " AND NOT deleted GROUP BY subject) c ON c.subject = t.subject "
+            "WHERE (? IS NULL OR t.kind = ?) AND (? IS NULL OR "
+            "t.twin_id ILIKE ? OR t.name ILIKE ?) "
+            "ORDER BY CASE t.kind WHEN 'patient' THEN 0 WHEN 'cohort' THEN 1 ELSE 2 END, "
+            "t.name, t.twin_id"
         )
         pat = f"%{search}%" if search else None
         rows = self.con.execute(q, [kind, kind, search, pat, pat]).fetchall()
@@ -509,24 +512,60 @@ class DuckDBStore(Store):
         ).fetchall()[0]
         return t
 
+    def _atomic_events(self, events: list[Event], then: Any = None) -> None:
+        """Append events and run ``then(con, last_seq, recorded_at)`` in one transaction."""
+        with self._lock:
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                self._write([], [], events, "api")
+                seq, _h, rec = self._head()
+                if then is not None:
+                    then(self.con, seq, rec)
+                self.con.execute("COMMIT")
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+
+    def create_twin(
+        self, kind: str, name: str, subject: str | None = None, sync_mode: str = "model"
+    ) -> str:
+        """Create a twin not tied to one inbound resource (e.g. a cohort); journaled."""
+        TwinKind(kind)
+        SyncMode(sync_mode)
+        twin_id = f"{kind}/{uuid.uuid4().hex[:12]}"
+        subj = subject or twin_id
+        ev = Event(
+            "twin.created",
+            {"twin_id": twin_id, "kind": kind, "name": name, "sync_mode": sync_mode},
+            {"source": "api"},
+            twin_id,
+            subj,
+        )
+        self._atomic_events(
+            [ev],
+            lambda con, seq, rec: con.execute(
+                "INSERT INTO twins VALUES (?,?,?,?,?,?,?)",
+                [twin_id, kind, subj, sync_mode, name, rec, seq],
+            ),
+        )
+        return twin_id
+
     def set_sync_mode(self, twin_id: str, mode: str) -> None:
         t = self._resolve_twin(twin_id)
         SyncMode(mode)
-        self.write_batch(
-            [],
-            [],
-            [
-                Event(
-                    "twin.sync_mode",
-                    {"twin_id": t["twin_id"], "from": t["sync_mode"], "to": mode},
-                    {"source": "api"},
-                    t["twin_id"],
-                    t["subject"],
-                )
-            ],
-            source="api",
+        ev = Event(
+            "twin.sync_mode",
+            {"twin_id": t["twin_id"], "from": t["sync_mode"], "to": mode},
+            {"source": "api"},
+            t["twin_id"],
+            t["subject"],
         )
-        self.con.execute("UPDATE twins SET sync_mode=? WHERE twin_id=?", [mode, t["twin_id"]])
+        self._atomic_events(
+            [ev],
+            lambda con, seq, rec: con.execute(
+                "UPDATE twins SET sync_mode=? WHERE twin_id=?", [mode, t["twin_id"]]
+            ),
+        )
 
     def state(
         self, twin_id: str, at: datetime | None = None, as_of: datetime | None = None
