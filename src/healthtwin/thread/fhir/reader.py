@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -47,11 +48,12 @@ def _line_of(text: str, pos: int) -> int:
     return text.count("\n", 0, pos) + 1
 
 
+_WS_RE = re.compile(r"[ \t\n\r]*")
+_match_ws = _WS_RE.match
+
+
 def _skip_ws(text: str, pos: int) -> int:
-    n = len(text)
-    while pos < n and text[pos] in _WS:
-        pos += 1
-    return pos
+    return _match_ws(text, pos).end()  # type: ignore[union-attr]  # always matches
 
 
 def _members(
