@@ -23,6 +23,51 @@ def _load(spec: str) -> Any:
         raise click.ClickException(str(err)) from None
 
 
+def _store_opt(f: Any) -> Any:
+    return click.option(
+        "--store",
+        "store_path",
+        type=click.Path(),
+        help="DuckDB store: journal the run record there as a 'simulation.run' event",
+    )(f)
+
+
+def _twin_opt(f: Any) -> Any:
+    return click.option(
+        "--twin", "twin_id", help="facility twin id for the journal event (with --store)"
+    )(f)
+
+
+def _open_store(path: str, read_only: bool = False) -> Any:
+    from healthtwin.cli.spine import _open
+
+    if not Path(path).exists():
+        raise click.ClickException(f"store {path!r} does not exist (run `healthtwin ingest` first)")
+    return _open(path, read_only=read_only)
+
+
+def _precheck(store_path: str | None, twin_id: str | None) -> None:
+    """Fail before a long run, not after it."""
+    if store_path is None and twin_id is not None:
+        raise click.UsageError("--twin needs --store")
+    if store_path is not None and not Path(store_path).exists():
+        raise click.ClickException(
+            f"store {store_path!r} does not exist (run `healthtwin ingest` first)"
+        )
+
+
+def _journal(store_path: str | None, twin_id: str | None, rec: Any, extra: Any = None) -> None:
+    """Append the run record to the store's journal (when --store was given)."""
+    _precheck(store_path, twin_id)
+    if store_path is None:
+        return
+    from healthtwin.operations.store_link import journal_run
+
+    with _open_store(store_path) as st:
+        seq = journal_run(st, rec, twin_id, extra)
+    click.echo(f"run journaled in {store_path} as simulation.run (seq {seq})")
+
+
 @click.group("ops")
 def ops() -> None:
     """Facility twin: ED, wards, primary care (discrete-event simulation)."""
@@ -39,6 +84,8 @@ def ops() -> None:
 @click.option("--kpi", default="wait_mean[min]", show_default=True, help="KPI for --reps 0")
 @click.option("--stress", is_flag=True, help="also run surge / failure / sickness stress tests")
 @click.option("--auto-warmup", is_flag=True, help="choose the warm-up by MSER-5 on pilot runs")
+@_store_opt
+@_twin_opt
 def simulate_cmd(
     spec: str,
     reps: int,
@@ -48,6 +95,8 @@ def simulate_cmd(
     kpi: str,
     stress: bool,
     auto_warmup: bool,
+    store_path: str | None,
+    twin_id: str | None,
 ) -> None:
     """Simulate SPEC (a YAML path or a bundled name: ed, ward, primary_care, treatment_centre)."""
     from healthtwin.operations.engine import RunOptions, run_replications
@@ -56,6 +105,7 @@ def simulate_cmd(
     from healthtwin.operations.records import write_outputs
     from healthtwin.operations.scenarios import stress_test
 
+    _precheck(store_path, twin_id)
     sp = _load(spec)
     if auto_warmup:
         from healthtwin.operations.kpi import choose_warmup
@@ -88,11 +138,15 @@ def simulate_cmd(
         click.echo("stress tests (paired differences, simulated):")
         click.echo(st.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     click.echo(f"outputs in {out_dir}/ (run record: run.json)")
+    _journal(store_path, twin_id, rec)
 
 
 @ops.command("calibrate")
 @click.option("--csv", "csv_path", type=click.Path(exists=True), help="CSV with start[,end,class]")
 @click.option("--fhir-encounters", type=click.Path(exists=True), help="Encounter NDJSON")
+@click.option(
+    "--store", "store_path", type=click.Path(), help="DuckDB store: its Encounter history"
+)
 @click.option("--by", default="class", show_default=True, help="group LOS fits by this column")
 @click.option("--out", "out_path", type=click.Path(), help="write the JSON report here")
 @click.option("--spec", "spec_in", help="spec whose arrivals are replaced by the fitted NHPP")
@@ -100,22 +154,39 @@ def simulate_cmd(
 def calibrate_cmd(
     csv_path: str | None,
     fhir_encounters: str | None,
+    store_path: str | None,
     by: str,
     out_path: str | None,
     spec_in: str | None,
     spec_out: str | None,
 ) -> None:
     """Fit arrival profile (NHPP) and length-of-stay distributions with goodness of fit."""
-    from healthtwin.operations.calibrate import calibrate, encounters_from_csv, encounters_from_fhir
+    from healthtwin.operations.calibrate import (
+        CalibrationError,
+        calibrate,
+        encounters_from_csv,
+        encounters_from_fhir,
+    )
 
-    if bool(csv_path) == bool(fhir_encounters):
-        raise click.UsageError("give exactly one of --csv or --fhir-encounters")
+    if sum(bool(x) for x in (csv_path, fhir_encounters, store_path)) != 1:
+        raise click.UsageError("give exactly one of --csv, --fhir-encounters or --store")
     if csv_path:
         df = encounters_from_csv(csv_path)
+    elif store_path:
+        from healthtwin.operations.store_link import encounters_from_store
+
+        with _open_store(store_path, read_only=True) as st:
+            try:
+                df = encounters_from_store(st)
+            except CalibrationError as err:
+                raise click.ClickException(f"{store_path}: {err}") from None
     else:
         with open(str(fhir_encounters)) as fh:
             df = encounters_from_fhir(json.loads(line) for line in fh if line.strip())
-    rep = calibrate(df, by)
+    try:
+        rep = calibrate(df, by)
+    except CalibrationError as err:
+        raise click.ClickException(str(err)) from None
     text = json.dumps(rep, indent=2, default=str)
     if out_path:
         Path(out_path).write_text(text)
@@ -137,9 +208,22 @@ def calibrate_cmd(
 @click.option(
     "--location-map",
     type=click.Path(exists=True),
-    help="YAML: location reference -> [station, class, step] (with --fhir-encounters)",
+    help="YAML: location reference -> [station, class, step] (with --fhir-encounters; "
+    "optional with --store)",
 )
-@click.option("--as-of", help="ISO time of the census (with --fhir-encounters)")
+@click.option(
+    "--as-of",
+    help="ISO time of the census (with --fhir-encounters; with --store default: latest "
+    "arrival/location start of the active encounters)",
+)
+@click.option(
+    "--store",
+    "store_path",
+    type=click.Path(),
+    help="DuckDB store: census from its active Encounters (unless --census/--fhir-encounters) "
+    "and the run journaled there",
+)
+@_twin_opt
 @click.option("--hours", default="4,8,24", show_default=True)
 @click.option("--reps", default=50, show_default=True)
 @click.option("--seed", default=0, show_default=True)
@@ -156,13 +240,19 @@ def forecast_cmd(
     seed: int,
     workers: int,
     out_path: str | None,
+    store_path: str | None,
+    twin_id: str | None,
 ) -> None:
     """Forecast occupancy, waits, boarding and 4-hour breaches from the current census."""
     from datetime import datetime
 
     from healthtwin.operations.live import Census, census_from_fhir, forecast
+    from healthtwin.operations.spec import SpecError
 
+    _precheck(store_path, twin_id)
     sp = _load(spec)
+    if census and fhir_encounters:
+        raise click.UsageError("give only one of --census or --fhir-encounters")
     if census:
         cen = Census.from_file(census)
     elif fhir_encounters:
@@ -173,16 +263,46 @@ def forecast_cmd(
             cen = census_from_fhir(
                 (json.loads(x) for x in fh if x.strip()), lm, datetime.fromisoformat(as_of)
             )
+    elif store_path:
+        from healthtwin.operations.store_link import census_from_store
+
+        lmap = None
+        if location_map:
+            raw = yaml.safe_load(Path(location_map).read_text())
+            lmap = {k: tuple(v) for k, v in raw.items()}
+        at = None
+        if as_of:
+            from healthtwin.cli.spine import _time
+
+            at = _time(as_of, "--as-of")
+        with _open_store(store_path, read_only=True) as st:
+            try:
+                cen = census_from_store(st, sp, lmap, at)
+            except SpecError as err:
+                raise click.ClickException(f"{store_path}: {err}") from None
     else:
-        raise click.UsageError("give --census or --fhir-encounters")
+        raise click.UsageError("give --census, --fhir-encounters or --store")
     hs = [float(h) for h in hours.split(",")]
-    fc = forecast(sp, cen, hs, reps, seed, workers)
+    try:
+        fc = forecast(sp, cen, hs, reps, seed, workers)
+    except SpecError as err:
+        raise click.ClickException(str(err)) from None
     if out_path:
         fc.to_csv(out_path, index=False)
     click.echo(
         f"forecast from census at {cen.as_of.isoformat()} ({len(cen.patients)} patients; simulated)"
     )
     click.echo(fc.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
+    if store_path:
+        from healthtwin.operations.store_link import record_from_table
+
+        rec = record_from_table(sp, seed, reps, "forecast", fc, ["horizon[h]", "quantity"])
+        census_info = {
+            "as_of": cen.as_of.isoformat(),
+            "patients": len(cen.patients),
+            "hours": hs,
+        }
+        _journal(store_path, twin_id, rec, {"census": census_info})
 
 
 @ops.command("compare")
@@ -197,13 +317,23 @@ def forecast_cmd(
 @click.option("--seed", default=0, show_default=True)
 @click.option("--workers", default=1, show_default=True)
 @click.option("--kpi", default="wait_mean[min]", show_default=True)
+@_store_opt
+@_twin_opt
 def compare_cmd(
-    spec: str, scen_path: str | None, reps: int, seed: int, workers: int, kpi: str
+    spec: str,
+    scen_path: str | None,
+    reps: int,
+    seed: int,
+    workers: int,
+    kpi: str,
+    store_path: str | None,
+    twin_id: str | None,
 ) -> None:
     """Compare scenarios against SPEC with paired (common random numbers) intervals."""
     from healthtwin.operations.optimize import rank_interventions
     from healthtwin.operations.scenarios import discharge_before_noon, extra_staff, overflow_beds
 
+    _precheck(store_path, twin_id)
     sp = _load(spec)
     if scen_path:
         scen = yaml.safe_load(Path(scen_path).read_text())
@@ -219,6 +349,11 @@ def compare_cmd(
     tab = rank_interventions(sp, scen, kpi, reps, seed, workers)
     click.echo(f"ranked interventions on {kpi} (scenario - base, 95 % paired CI; simulated)")
     click.echo(tab.to_string(float_format=lambda x: f"{x:.3f}"))
+    if store_path:
+        from healthtwin.operations.store_link import record_from_table
+
+        rec = record_from_table(sp, seed, reps, "compare", tab, "intervention")
+        _journal(store_path, twin_id, rec, {"scenarios": scen, "kpi": kpi})
 
 
 @ops.command("optimize")
@@ -228,12 +363,22 @@ def compare_cmd(
 @click.option("--reps", default=20, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--workers", default=1, show_default=True)
+@_store_opt
+@_twin_opt
 def optimize_cmd(
-    spec: str, station: str, target_wait: float, reps: int, seed: int, workers: int
+    spec: str,
+    station: str,
+    target_wait: float,
+    reps: int,
+    seed: int,
+    workers: int,
+    store_path: str | None,
+    twin_id: str | None,
 ) -> None:
     """Erlang screen -> simulate shortlist -> select -> CP-SAT roster for STATION."""
     from healthtwin.operations.optimize import optimise_staffing
 
+    _precheck(store_path, twin_id)
     sp = _load(spec)
     if station not in sp.stations:
         raise click.BadParameter(
@@ -247,6 +392,18 @@ def optimize_cmd(
     click.echo(f"roster ({ro.status}): {ro.paid_hours:.0f} paid h/week, {len(ro.assignment)} staff")
     for (d, s, L), c in sorted(ro.counts.items()):
         click.echo(f"  day {d} start {s:02d}:00 {L} h x {c}")
+    if store_path:
+        from healthtwin.operations.store_link import record_from_table
+
+        rec = record_from_table(sp, seed, reps, "optimize", r["candidates"], "plan")
+        extra = {
+            "station": station,
+            "target_wait[min]": target_wait,
+            "chosen": str(r["chosen"]),
+            "hourly": [int(x) for x in r["hourly"]],
+            "roster": {"status": ro.status, "paid_hours": float(ro.paid_hours)},
+        }
+        _journal(store_path, twin_id, rec, extra)
     sys.stdout.flush()
 
 
