@@ -5,10 +5,35 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
 import pandas as pd
+
+
+def _journal(store_path: str | None, kind: str, record: dict[str, Any], command: str) -> None:
+    """Append a run record to the store's journal when ``--store`` is given."""
+    if store_path is None:
+        return
+    from healthtwin.cli.spine import _open
+    from healthtwin.research.runlog import journal_run
+
+    store = _open(store_path)
+    try:
+        seq = journal_run(store, kind, record, command)
+    finally:
+        store.close()
+    click.echo(f"journaled {kind} as event {seq} in {store_path}")
+
+
+_JOURNAL_STORE = click.option(
+    "--store",
+    "store_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="DuckDB store: append the run record to its journal",
+)
 
 
 @click.group("trial")
@@ -69,10 +94,12 @@ def _load_spec(path: Path) -> dict[str, object]:
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="output CSV"
 )
-def simulate_cmd(spec: Path, population: Path | None, out: Path) -> None:
+@_JOURNAL_STORE
+def simulate_cmd(spec: Path, population: Path | None, out: Path, store_path: str | None) -> None:
     """Simulate one trial from a YAML/JSON SPEC; writes patient-level data and a run record."""
     from pydantic import ValidationError
 
+    from healthtwin.research.report import code_version
     from healthtwin.research.trial import TrialSpec, simulate_trial
     from healthtwin.research.vpop import SummaryStats, VirtualPopulation
 
@@ -93,6 +120,9 @@ def simulate_cmd(spec: Path, population: Path | None, out: Path) -> None:
         "spec": ts.model_dump(),
         "spec_sha256": ts.spec_hash(),
         "seed": ts.seed,
+        "code_version": code_version(),
+        "population": str(population) if population is not None else "built-in",
+        "output": str(out),
         "true_ate": res.true_ate,
         "unit": res.unit,
         "label": "simulated",
@@ -101,6 +131,7 @@ def simulate_cmd(spec: Path, population: Path | None, out: Path) -> None:
     click.echo(
         f"simulated {len(res.data)} patients -> {out} (true ATE {res.true_ate:.4g} {res.unit})"
     )
+    _journal(store_path, "simulation.run", rec, "healthtwin trial simulate")
 
 
 @trial.command("analyze")
@@ -158,6 +189,7 @@ def analyze_cmd(
 @click.option("--reps", type=int, default=2000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@_JOURNAL_STORE
 def report_cmd(
     sigma: float,
     delta: float,
@@ -168,6 +200,7 @@ def report_cmd(
     reps: int,
     seed: int,
     out: Path,
+    store_path: str | None,
 ) -> None:
     """Write a trial design report (Markdown + PNG + run.json) to OUT."""
     from healthtwin.research.report import DesignSpec, design_report
@@ -177,6 +210,7 @@ def report_cmd(
     )
     rec = design_report(spec, out, seed)
     click.echo(f"report -> {out / 'report.md'} (spec {rec['spec_sha256'][:12]}, seed {seed})")
+    _journal(store_path, "report.created", {**rec, "output": str(out)}, "healthtwin trial report")
 
 
 @trial.command("external")
@@ -244,6 +278,23 @@ def vpop() -> None:
     help="directory of Synthea FHIR bundles (target cohort)",
 )
 @click.option(
+    "--store",
+    "store_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="DuckDB store: the target cohort is its patients' latest values of --codes",
+)
+@click.option(
+    "--codes",
+    default=",".join(("39156-5", "8480-6", "2093-3", "4548-4")),
+    show_default=True,
+    help="comma-separated LOINC codes (with --store)",
+)
+@click.option("--at", default=None, help="reference date for age and values (with --store)")
+@click.option(
+    "--min-age", type=float, default=18.0, show_default=True, help="adults only (a; --store)"
+)
+@click.option(
     "--n", "n_plausible", type=int, default=20000, show_default=True, help="plausible patients"
 )
 @click.option(
@@ -255,30 +306,77 @@ def vpop() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def generate_cmd(
-    target: Path | None, synthea: Path | None, n_plausible: int, method: str, seed: int, out: Path
+    target: Path | None,
+    synthea: Path | None,
+    store_path: str | None,
+    codes: str,
+    at: str | None,
+    min_age: float,
+    n_plausible: int,
+    method: str,
+    seed: int,
+    out: Path,
 ) -> None:
     """Generate a virtual population (CSV) and print its fit (KS per observable)."""
     from healthtwin.research.vpop import VirtualPopulation, fit_report, load_synthea_cohort
 
-    if (target is None) == (synthea is None):
-        raise click.UsageError("give exactly one of --target CSV or --synthea DIR")
-    cohort = pd.read_csv(target) if target is not None else load_synthea_cohort(synthea)  # type: ignore[arg-type]
-    rng = np.random.default_rng(seed)
-    vp = VirtualPopulation().fit(cohort)
-    w = None
-    if method == "select":
-        pop = vp.select(n_plausible, rng)
-    elif method == "weights":
-        pop, w, _ = vp.weights(n_plausible, rng)
-        pop = pop.assign(weight=w)
+    if sum(x is not None for x in (target, synthea, store_path)) != 1:
+        raise click.UsageError("give exactly one of --target CSV, --synthea DIR or --store PATH")
+    if store_path is not None:
+        cohort = _store_cohort(store_path, codes, at, min_age)
+    elif target is not None:
+        cohort = pd.read_csv(target)
     else:
-        pop = vp.sample(n_plausible, rng)
+        cohort = load_synthea_cohort(synthea)  # type: ignore[arg-type]
+    rng = np.random.default_rng(seed)
+    try:
+        vp = VirtualPopulation().fit(cohort)
+    except (KeyError, ValueError) as exc:
+        raise click.ClickException(f"cannot fit the target cohort: {exc}") from exc
+    w = None
+    try:
+        if method == "select":
+            pop = vp.select(n_plausible, rng)
+        elif method == "weights":
+            pop, w, _ = vp.weights(n_plausible, rng)
+            pop = pop.assign(weight=w)
+        else:
+            pop = vp.sample(n_plausible, rng)
+    except RuntimeError as exc:  # e.g. selection kept too few plausible patients
+        raise click.ClickException(f"--method {method}: {exc}") from exc
     pop.assign(label="simulated").to_csv(out, index=False)
     rep = fit_report(pop.drop(columns=["weight"], errors="ignore"), cohort, w)
     click.echo(rep.to_frame().to_string(float_format=lambda v: f"{v:.4g}"))
     click.echo(
         f"{len(pop)} virtual patients -> {out}" + (f" (ESS {rep.ess:.0f})" if rep.ess else "")
     )
+
+
+def _store_cohort(store_path: str, codes: str, at: str | None, min_age: float) -> pd.DataFrame:
+    """The target cohort from a store (patients × age, female, --codes), without the id column."""
+    from datetime import date, datetime
+
+    from healthtwin.cli.spine import _open, _time
+    from healthtwin.research.cohort_data import CohortDataError, cohort_frame
+
+    parsed = _time(at, "--at")
+    when: date | datetime | None = parsed
+    if at is not None and len(at) == 10 and parsed is not None:  # a date: the whole day counts
+        when = parsed.date()
+    store = _open(store_path, read_only=True)
+    try:
+        df = cohort_frame(store, codes.split(","), at=when, min_age=min_age)
+    except CohortDataError as exc:
+        raise click.ClickException(f"store {store_path!r}: {exc}") from exc
+    finally:
+        store.close()
+    if df.empty:
+        raise click.ClickException(
+            f"store {store_path!r}: no patients aged >= {min_age:g} a with any of {codes}"
+        )
+    units = ", ".join(f"{k} ({v})" for k, v in df.attrs["units"].items())
+    click.echo(f"target cohort: {len(df)} patients from {store_path}; {units}")
+    return df.drop(columns=["patient"])
 
 
 def register(group: click.Group) -> None:
