@@ -96,3 +96,15 @@ def test_export_json_seq_is_byte_exact_for_pretty_bundles(tmp_path) -> None:
     nd = ht("export", "pb", store=store)
     assert "line breaks removed" in nd.stderr
     assert [json.loads(x) for x in nd.stdout.splitlines()] == [json.loads(r) for r in records]
+
+
+def test_journal_lists_events_by_kind(tmp_path) -> None:
+    store = tmp_path / "j.duckdb"
+    ht("ingest", "-", store=store, input=ndjson(patient(), glucose("g", 90)) + "[]\n")
+    out = json.loads(
+        ht("journal", "--kind", "record.rejected", "--format", "json", store=store).stdout
+    )
+    assert len(out) == 1 and "not an object" in out[0]["payload"]["reason"]
+    allev = json.loads(ht("journal", "--format", "json", store=store).stdout)
+    assert [e["seq"] for e in allev] == sorted(e["seq"] for e in allev)
+    assert {"record.created", "twin.created", "batch.committed"} <= {e["kind"] for e in allev}

@@ -326,6 +326,30 @@ def history(twin_id: str, store_path: str, limit: int, fmt: str) -> None:
 
 @click.command()
 @_store_option
+@click.option("--kind", help="Only events of this kind (e.g. simulation.run, record.rejected).")
+@click.option("--limit", default=50, show_default=True, help="The newest N events.")
+@FORMAT
+def journal(store_path: str, kind: str | None, limit: int, fmt: str) -> None:
+    """The newest journal events of the whole store (simulations, reports, audit, ...)."""
+    store = _open(store_path, read_only=True)
+    rows = store.events(kind, limit)
+    store.close()
+    if fmt == "table":
+        rows = [
+            {
+                "seq": r["seq"],
+                "recorded": r["recorded_at"],
+                "kind": r["kind"],
+                "twin": r["twin_id"] or "",
+                "payload": json.dumps(r["payload"], default=_default)[:80],
+            }
+            for r in rows
+        ]
+    _emit(rows, fmt, title="journal")
+
+
+@click.command()
+@_store_option
 @click.option("--expect-head", help="Also check the chain ends at this hash (external anchor).")
 def verify(store_path: str, expect_head: str | None) -> None:
     """Check the journal's hash chain and every stored original against it."""
@@ -453,5 +477,17 @@ def validate(store_path: str, fmt: str) -> None:
 
 
 def register(group: click.Group) -> None:
-    for cmd in (ingest, stats, twins, twin, state, history, verify, quarantine, export, validate):
+    for cmd in (
+        ingest,
+        stats,
+        twins,
+        twin,
+        state,
+        history,
+        journal,
+        verify,
+        quarantine,
+        export,
+        validate,
+    ):
         group.add_command(cmd)

@@ -77,6 +77,10 @@ class Store(ABC):
     def history(self, twin_id: str) -> list[dict[str, Any]]: ...
 
     @abstractmethod
+    def events(self, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest journal events, oldest first (optionally of one kind)."""
+
+    @abstractmethod
     def originals(self, twin_id: str | None = None, rtype: str | None = None) -> Iterator[str]:
         """The current original texts (byte-exact as received)."""
 

@@ -629,6 +629,22 @@ class DuckDBStore(Store):
             out.append(d)
         return out
 
+    def events(self, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest journal events (optionally of one kind, e.g. ``simulation.run``)."""
+        rows = self.con.execute(
+            "SELECT seq, recorded_at, kind, twin_id, payload, provenance, hash FROM journal "
+            "WHERE (? IS NULL OR kind = ?) ORDER BY seq DESC LIMIT ?",
+            [kind, kind, limit],
+        ).fetchall()
+        keys = ("seq", "recorded_at", "kind", "twin_id", "payload", "provenance", "hash")
+        out = [dict(zip(keys, r, strict=True)) for r in reversed(rows)]
+        for d in out:
+            d["payload"], d["provenance"] = (
+                orjson.loads(d["payload"]),
+                orjson.loads(d["provenance"]),
+            )
+        return out
+
     def originals(self, twin_id: str | None = None, rtype: str | None = None) -> Iterator[str]:
         if twin_id is not None:
             t = self._resolve_twin(twin_id)
