@@ -203,7 +203,7 @@ class TrialSpec(BaseModel):
         default=None, description="MAR dropout: hazard × exp(log_hr · standardised covariate)"
     )
     dropout_log_hr: float = 0.0
-    model: Literal["linear", "markov"] = "linear"
+    model: Literal["linear", "markov", "glucose"] = "linear"
     model_params: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
 
@@ -225,6 +225,10 @@ class TrialSpec(BaseModel):
     def outcome_model(self) -> OutcomeModel:
         if self.model == "linear":
             return LinearProgression(n_visits=self.endpoint_visit + 1, **self.model_params)
+        if self.model == "glucose":  # UVA/Padova virtual patients (healthtwin.models.physiology)
+            from healthtwin.research.glucose_outcome import GlucoseOutcome
+
+            return GlucoseOutcome(n_visits=self.endpoint_visit + 1, **self.model_params)
         return MarkovProgression(n_visits=self.endpoint_visit + 1, **self.model_params)
 
 
