@@ -211,6 +211,18 @@ def _effective(obj: dict[str, Any]) -> tuple[datetime | None, str | None]:
     return None, None
 
 
+# Resource types whose state value is "this code, with this status": (element, fact kind).
+_CODED: dict[str, tuple[str, str]] = {
+    "Condition": ("code", "code"),
+    "AllergyIntolerance": ("code", "code"),
+    "Procedure": ("code", "code"),
+    "Immunization": ("vaccineCode", "code"),
+    "MedicationRequest": ("medicationCodeableConcept", "medication"),
+    "MedicationStatement": ("medicationCodeableConcept", "medication"),
+    "MedicationAdministration": ("medicationCodeableConcept", "medication"),
+}
+
+
 def facts_of(obj: dict[str, Any]) -> tuple[list[Fact], str | None]:
     """Typed values of a resource, or an error string that rejects the record."""
     rtype = obj.get("resourceType")
@@ -262,8 +274,9 @@ def facts_of(obj: dict[str, Any]) -> tuple[list[Fact], str | None]:
                     text=d,
                 )
             )
-    elif rtype in ("Condition", "AllergyIntolerance", "Procedure"):
-        system, code, display = first_coding(obj.get("code"))
+    elif rtype in _CODED:
+        element, kind = _CODED[rtype]
+        system, code, display = first_coding(obj.get(element))
         if code:
             facts.append(
                 Fact(
@@ -273,39 +286,7 @@ def facts_of(obj: dict[str, Any]) -> tuple[list[Fact], str | None]:
                     display,
                     effective=eff,
                     status=status,
-                    kind="code",
-                    value_code=status,
-                    text=display,
-                )
-            )
-    elif rtype in ("MedicationRequest", "MedicationStatement", "MedicationAdministration"):
-        system, code, display = first_coding(obj.get("medicationCodeableConcept"))
-        if code:
-            facts.append(
-                Fact(
-                    "",
-                    system,
-                    code,
-                    display,
-                    effective=eff,
-                    status=status,
-                    kind="medication",
-                    value_code=status,
-                    text=display,
-                )
-            )
-    elif rtype == "Immunization":
-        system, code, display = first_coding(obj.get("vaccineCode"))
-        if code:
-            facts.append(
-                Fact(
-                    "",
-                    system,
-                    code,
-                    display,
-                    effective=eff,
-                    status=status,
-                    kind="code",
+                    kind=kind,
                     value_code=status,
                     text=display,
                 )
