@@ -42,7 +42,8 @@ def main() -> None:
     twins = _run("twins", "list", "--kind", "patient", "--format", "json")
     import json
 
-    ids = [t["twin_id"] for t in json.loads(twins.stdout)]
+    listed = sorted(json.loads(twins.stdout), key=lambda t: -int(t["resources"]))
+    ids = [t["twin_id"] for t in listed]  # show the twin with the most data
     if ids:
         _run("twin", "show", ids[0])
         _run("state", ids[0])
