@@ -209,3 +209,15 @@ def _conv(text: str):
     acc, rej = convert_records(list(read_text("t", text)))
     assert not rej, [r.reason for r in rej]
     return acc, rej
+
+
+def test_gzipped_ndjson_is_read_transparently(tmp_path) -> None:
+    import gzip
+
+    text = ndjson(patient("gz"), glucose("g1", 101, pid="gz"))
+    f = tmp_path / "feed.ndjson.gz"
+    f.write_bytes(gzip.compress(text.encode()))
+    store = DuckDBStore(":memory:")
+    rep = ingest_paths(store, [str(tmp_path)])
+    assert rep.created == 2 and rep.quarantined == 0
+    assert sorted(store.originals("gz")) == sorted(text.splitlines())

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from healthtwin.thread.fhir.normalize import (
-    ID_RE,
     facts_of,
     identifiers,
     references,
@@ -225,22 +224,6 @@ def _convert_input(
         yield convert_records(recs[i : i + step], strict=strict, skipped=skipped)
 
 
-def ingest_text(
-    store: Store,
-    source: str,
-    text: str,
-    *,
-    strict: bool = False,
-    batch_size: int = 5000,
-    ndjson: bool | None = None,
-) -> Iterator[BatchResult]:
-    """Ingest one input's text; yields one result per committed batch."""
-    for accepted, rejected in _convert_input(
-        source, text, strict=strict, batch_size=batch_size, ndjson=ndjson
-    ):
-        yield store.write_batch(accepted, rejected, source=source)
-
-
 def ingest_paths(
     store: Store,
     paths: Iterable[str],
@@ -296,7 +279,3 @@ def ingest_paths(
             progress(path, len(text))
     flush()
     return report
-
-
-def is_valid_id(value: str) -> bool:
-    return bool(ID_RE.match(value))

@@ -13,7 +13,6 @@ finding the byte-exact original costs no more than parsing.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import re
 import sys
@@ -137,47 +136,30 @@ def _bundle_records(
         request = entry.get("request") if isinstance(entry.get("request"), dict) else None
         full_url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
         if res_span is None:
+            # No resource: a deletion, an entry that carries none by design, or an error.
             method = (request or {}).get("method")
+            extra: dict[str, Any] = {}
+            error = None
             if method == "DELETE":
-                yield Record(
-                    source,
-                    where,
-                    text[estart:eend],
-                    None,
-                    line,
-                    i,
-                    full_url,
-                    request,
-                    bid,
-                    extra={"delete": (request or {}).get("url")},
-                )
+                extra = {"delete": (request or {}).get("url")}
             elif method in ("GET", "HEAD") or "response" in entry:
-                what = f"{method} {request.get('url')}" if request else "response only"
-                yield Record(
-                    source,
-                    where,
-                    text[estart:eend],
-                    None,
-                    line,
-                    i,
-                    full_url,
-                    request,
-                    bid,
-                    extra={"skip": f"entry carries no resource ({what})"},
-                )
+                what = f"{method} {(request or {}).get('url')}" if request else "response only"
+                extra = {"skip": f"entry carries no resource ({what})"}
             else:
-                yield Record(
-                    source,
-                    where,
-                    text[estart:eend],
-                    None,
-                    line,
-                    i,
-                    full_url,
-                    request,
-                    bid,
-                    error="entry has no resource",
-                )
+                error = "entry has no resource"
+            yield Record(
+                source,
+                where,
+                text[estart:eend],
+                None,
+                line,
+                i,
+                full_url,
+                request,
+                bid,
+                error=error,
+                extra=extra,
+            )
             continue
         obj = entry["resource"]
         rtext = text[res_span[0] : res_span[1]]
@@ -313,7 +295,7 @@ def read_source(path: str) -> tuple[str, str]:
         data = Path(path).read_bytes()
         name = path
         if path.endswith(".gz"):
-            data = gzip.GzipFile(fileobj=io.BytesIO(data)).read()
+            data = gzip.decompress(data)
     try:
         return name, data.decode("utf-8")
     except UnicodeDecodeError as exc:
