@@ -79,13 +79,15 @@ def stream_patient(
     cgm_every_min: int = 5,
     include_patient: bool = True,
     first_minute: int = 0,
+    noise: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """FHIR R4 resources (dicts) of a simulated patient over ``minutes`` min from ``start``.
 
     ``start`` must be timezone-aware. ``first_minute`` skips the resources before that minute
     (the simulation still runs from 0), so a stream can be sent in pieces: pieces
     ``[0, a)`` and ``[a, b)`` together equal ``[0, b)`` for the same seed (the header
-    resources come with the piece that has ``first_minute == 0``).
+    resources come with the piece that has ``first_minute == 0``). ``noise=False`` reports
+    the subcutaneous glucose itself (clipped to the sensor range).
     """
     if start.tzinfo is None:
         raise ValueError(f"start {start!r}: must be timezone-aware (e.g. 2026-01-01T00:00Z)")
@@ -102,7 +104,7 @@ def stream_patient(
     days = -(-minutes // 1440)
     meals = random_meal_scenario(1, days, rng)[0, :minutes]
     cgm_sensor = replace(CGMSensor.named(sensor), sample_time=float(cgm_every_min))
-    noise, _ = cgm_sensor.noise(1, float(minutes), rng)
+    eps_all, _ = cgm_sensor.noise(1, float(minutes), rng)
     pump = InsulinPump.named("Insulet")
     basal = float(pump.basal(params.basal_u_per_min)[0])  # U/min, deliverable
     basal_u_h = round(basal * 60.0, 4)
@@ -152,7 +154,8 @@ def stream_patient(
         emit = k >= first_minute
         if k % cgm_every_min == 0:
             j = k // cgm_every_min
-            reading = float(np.clip(sim.gsub[0] + noise[0, j], cgm_sensor.low, cgm_sensor.high))
+            eps = float(eps_all[0, j]) if noise else 0.0
+            reading = float(np.clip(sim.gsub[0] + eps, cgm_sensor.low, cgm_sensor.high))
             last_cgm = reading
             if emit:
                 yield {
@@ -173,7 +176,11 @@ def stream_patient(
                     ],
                     "code": {
                         "coding": [
-                            {"system": C.LOINC, "code": "99504-3", "display": C.CGM_CODES["99504-3"]}
+                            {
+                                "system": C.LOINC,
+                                "code": "99504-3",
+                                "display": C.CGM_CODES["99504-3"],
+                            }
                         ]
                     },
                     "subject": subject,
