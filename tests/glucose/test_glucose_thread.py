@@ -85,7 +85,9 @@ def _recompute_hash(store: DuckDBStore, entity_refs: list[str], prev: str | None
         obj = json.loads(raw)
         raw_by_rid[f"{obj['resourceType']}/{obj['id']}"] = raw
     lines = ["healthtwin-glucose-thread/1", f"prev {prev or 'none'}"]
-    lines += sorted(f"{r} {hashlib.sha256(raw_by_rid[r].encode()).hexdigest()}" for r in entity_refs)
+    lines += sorted(
+        f"{r} {hashlib.sha256(raw_by_rid[r].encode()).hexdigest()}" for r in entity_refs
+    )
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
@@ -131,7 +133,9 @@ def test_two_way_loop_on_a_real_store(streams: dict[str, Any], tmp_path: Path) -
     assert store.verify().ok
     # Provenance names the model and version and the hash of exactly the consumed inputs
     (prov,) = _provenances(store)
-    assert {t["reference"] for t in prov["target"]} == set(rep.written) - {f"Provenance/{prov['id']}"}
+    assert {t["reference"] for t in prov["target"]} == set(rep.written) - {
+        f"Provenance/{prov['id']}"
+    }
     assert T.MODEL_NAME in prov["agent"][0]["who"]["display"]
     assert T.MODEL_VERSION in prov["agent"][0]["who"]["display"]
     refs = [e["what"]["reference"] for e in prov["entity"] if "reference" in e["what"]]
@@ -243,7 +247,9 @@ def test_late_data_is_reported_and_not_assimilated(streams: dict[str, Any], tmp_
     store = DuckDBStore(tmp_path / "s.duckdb")
     _ingest(store, _write(tmp_path / "a.ndjson", streams["a"]))
     T.sync(store, TWIN)
-    _ingest(store, _write(tmp_path / "late.ndjson", [_cgm("late-1", 100, 7.0, "mmol/L", "14745-4")]))
+    _ingest(
+        store, _write(tmp_path / "late.ndjson", [_cgm("late-1", 100, 7.0, "mmol/L", "14745-4")])
+    )
     before = store.stats()
     rep = T.sync(store, TWIN)
     assert not rep.updated and [s.rid for s in rep.late] == ["Observation/late-1"]
@@ -394,7 +400,9 @@ def test_alerts_and_proposals_are_written_back(tmp_path: Path) -> None:
     rep2 = T.sync(store, pid, write_back_enabled=True, seed=1)
     kinds2 = [a.kind for a in rep2.alerts]
     assert {"sensor-gap", "sensor-failure", "hypo-predicted"} <= set(kinds2)
-    assert rep2.p_hypo_30 > 0.5 and not any(w.startswith("MedicationRequest/") for w in rep2.written)
+    assert rep2.p_hypo_30 > 0.5 and not any(
+        w.startswith("MedicationRequest/") for w in rep2.written
+    )
     for rtype in ("DetectedIssue", "MedicationRequest", "RiskAssessment"):
         for res in store.iter_resources(rtype):
             _r4b(res)
