@@ -335,7 +335,10 @@ def register(group: click.Group) -> None:
     )
     @click.option("--weight", type=float, default=70.0, show_default=True, help="kg")
     @click.option("--basal", "basal_u_h", type=float, default=1.0, show_default=True, help="U/h")
-    @click.option("--cr", type=float, default=10.0, show_default=True, help="carb ratio g/U")
+    @click.option(
+        "--cr", type=float, default=None,
+        help="carb ratio g/U [default: the twin's personalised CR with --twin, else 10]",
+    )  # fmt: skip
     @click.option("--glucose", type=float, default=130.0, show_default=True, help="start mg/dL")
     @click.option("--cgm", type=click.Path(exists=True), help="personalise first from this CSV")
     @click.option("--insulin", type=click.Path(exists=True))
@@ -343,7 +346,8 @@ def register(group: click.Group) -> None:
     @click.option("--seed", type=int, default=0, show_default=True)
     @_JOURNAL
     @click.option("--twin", "twin_id", help="start from this twin's synced state (needs --store)")
-    def whatif(scenarios: tuple[str, ...], weight: float, basal_u_h: float, cr: float, glucose: float,
+    def whatif(scenarios: tuple[str, ...], weight: float, basal_u_h: float, cr: float | None,
+               glucose: float,
                cgm: str | None, insulin: str | None, carbs: str | None, seed: int,
                store_path: str | None, twin_id: str | None) -> None:  # fmt: skip
         """Run scenario specs side by side: CGM quantiles per minute (simulated).
@@ -377,8 +381,12 @@ def register(group: click.Group) -> None:
                                                 np.array([glucose]))  # fmt: skip
             inputs_sha = F.input_hash({"weight_kg": weight, "basal_u_h": basal_u_h,
                                        "glucose_mg_dl": glucose})  # fmt: skip
+        if cr is None and twin_id:
+            from healthtwin.care.glucose.control import personalised_bolus_parameters
+
+            cr = float(personalised_bolus_parameters(twin)["CR"][0][0])
         try:
-            res = run_whatif(twin, specs, np.array([cr]))
+            res = run_whatif(twin, specs, np.array([10.0 if cr is None else cr]))
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--scenario") from exc
         if store_path:

@@ -681,10 +681,10 @@ def sync(
                               extra={"state_sha256": state["state_hash"], "outputs": rep.written,
                                      "p_hypo_30": p_hypo, "forecast": rep.forecast})  # fmt: skip
     if write_back_enabled:
-        if tw_info["sync_mode"] != SyncMode.TWIN.value:
+        write_back(store, outputs, [state_ev, sim_ev], f"{SOURCE} {tid}")
+        if tw_info["sync_mode"] != SyncMode.TWIN.value:  # two-way from the first write-back
             store.set_sync_mode(tid, SyncMode.TWIN.value)
             rep.sync_mode = SyncMode.TWIN.value
-        write_back(store, outputs, [state_ev, sim_ev], f"{SOURCE} {tid}")
     else:
         store.append_events([state_ev, sim_ev])
     rep.updated = True
