@@ -269,7 +269,7 @@ def test_glucose_units_convert_to_mg_dl(value: float, unit: str, code: str) -> N
     factor = {"mmol/L": 18.0156, "mg/dL": 1.0, "g/L": 100.0, "umol/mL": 18.0156}[unit]
     item = T.classify(_cgm("x", 0, value, unit, code), "Observation/x", "0" * 64)
     expect = value * factor
-    if 10.0 <= expect <= 700.0:
+    if 20.0 <= expect <= 600.0:
         assert isinstance(item, T.InputItem) and item.kind in ("cgm", "bg")
         assert item.value == pytest.approx(expect, rel=1e-9)
     else:
@@ -341,10 +341,11 @@ def test_write_back_is_byte_exact_and_rejects_invalid(tmp_path: Path) -> None:
 
 def test_cli_stream_sync_whatif_journal(tmp_path: Path) -> None:
     run = CliRunner().invoke
-    s, nd = str(tmp_path / "s.duckdb"), str(tmp_path / "d.ndjson")
+    s, nd = str(tmp_path / "s.duckdb"), str(tmp_path / "d.json")  # a transaction Bundle
     r = run(main, ["glucose", "stream", "--patient", "adult#002", "--minutes", "300", "--seed",
-                   "2", "-o", nd])  # fmt: skip
+                   "2", "--format", "transaction", "-o", nd])  # fmt: skip
     assert r.exit_code == 0, r.output
+    assert json.loads(Path(nd).read_text())["type"] == "transaction"
     assert run(main, ["ingest", nd, "--store", s, "--quiet"]).exit_code == 0
     r = run(main, ["glucose", "sync", "vp-adult-002-s2", "--store", s, "--write-back", "--format",
                    "json"])  # fmt: skip

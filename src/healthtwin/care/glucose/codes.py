@@ -59,7 +59,7 @@ INSULIN_UNIT_ALIASES: dict[str, str] = {
     "U/d": "[IU]/d",
 }
 #: Plausible ranges; values outside are skipped with a reason (never clipped).
-GLUCOSE_RANGE_MG_DL = (10.0, 700.0)
+GLUCOSE_RANGE_MG_DL = (20.0, 600.0)  # the EnKF's start accepts 20-600 mg/dL
 CARB_RANGE_G = (0.0, 500.0)
 BOLUS_RANGE_IU = (0.0, 75.0)
 BASAL_RANGE_IU_H = (0.0, 10.0)
