@@ -144,6 +144,58 @@ def _records(cgm: str, insulin: str | None, carbs: str | None, basal_u_h: float)
     return y, ins, cho
 
 
+_JOURNAL = click.option(
+    "--store",
+    "store_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="DuckDB store: journal the run as a simulation.run event",
+)
+
+
+def _open_store(path: str) -> Any:
+    from healthtwin.cli.spine import _open
+
+    return _open(path)
+
+
+def _file_hashes(*paths: str | None) -> dict[str, str]:
+    import hashlib
+
+    return {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths if p}
+
+
+def _journal(store_path: str | None, spec: dict[str, Any], seed: int, inputs_sha: str,
+             command: str, extra: dict[str, Any]) -> None:  # fmt: skip
+    """Append a simulation.run event (spec, seed, model version, inputs hash) when --store."""
+    if not store_path:
+        return
+    from healthtwin.care.glucose.thread import simulation_event
+
+    store = _open_store(store_path)
+    try:
+        (seq,) = store.append_events([simulation_event(spec, seed, inputs_sha, command,
+                                                       extra=extra)])  # fmt: skip
+    finally:
+        store.close()
+    click.echo(f"journaled simulation.run as event {seq} in {store_path}", err=True)
+
+
+def _stored_twin(store_path: str, twin_id: str) -> tuple[Any, dict[str, Any], str, str]:
+    from healthtwin.care.glucose.thread import ThreadError, load_twin
+    from healthtwin.twin.store.base import StoreError
+
+    store = _open_store(store_path)
+    try:
+        info = store.twin(twin_id)
+        twin, state = load_twin(store, str(info["twin_id"]))
+    except (StoreError, ThreadError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        store.close()
+    return twin, state, str(info["twin_id"]), str(info["subject"])
+
+
 _INPUTS = [
     click.option(
         "--cgm", required=True, type=click.Path(exists=True), help="CSV time_min,glucose_mg_dl"
@@ -244,8 +296,10 @@ def register(group: click.Group) -> None:
     @click.option("--level", type=float, default=0.9, show_default=True)
     @click.option("--patient-ref", default="Patient/example", show_default=True)
     @click.option("--fhir", is_flag=True, help="emit FHIR R4 Observations + Provenance (JSON)")
+    @_JOURNAL
     def forecast(cgm: str, insulin: str | None, carbs: str | None, weight: float, basal_u_h: float,
-                 seed: int, horizons: str, level: float, patient_ref: str, fhir: bool) -> None:  # fmt: skip
+                 seed: int, horizons: str, level: float, patient_ref: str, fhir: bool,
+                 store_path: str | None) -> None:  # fmt: skip
         """Forecast glucose after the last reading with prediction intervals (simulated)."""
         from healthtwin.care.glucose import fhir as F
 
@@ -258,6 +312,10 @@ def register(group: click.Group) -> None:
             lo, med, hi = np.quantile(s[0, :, h], qs)
             rows.append({"horizon_min": h, "median_mg_dl": med, "low_mg_dl": lo, "high_mg_dl": hi,
                          "level": level, "simulated": True})  # fmt: skip
+        spec = {"kind": "glucose.forecast", "horizons": hs, "level": level, "weight_kg": weight,
+                "basal_u_h": basal_u_h, "files": _file_hashes(cgm, insulin, carbs)}  # fmt: skip
+        _journal(store_path, spec, seed, F.input_hash(y, ins, cho, weight),
+                 "healthtwin glucose forecast", {"forecast": rows})  # fmt: skip
         if not fhir:
             _emit(pd.DataFrame(rows), "csv", None)
             return
@@ -277,28 +335,70 @@ def register(group: click.Group) -> None:
     )
     @click.option("--weight", type=float, default=70.0, show_default=True, help="kg")
     @click.option("--basal", "basal_u_h", type=float, default=1.0, show_default=True, help="U/h")
-    @click.option("--cr", type=float, default=10.0, show_default=True, help="carb ratio g/U")
+    @click.option(
+        "--cr", type=float, default=None,
+        help="carb ratio g/U [default: the twin's personalised CR with --twin, else 10]",
+    )  # fmt: skip
     @click.option("--glucose", type=float, default=130.0, show_default=True, help="start mg/dL")
     @click.option("--cgm", type=click.Path(exists=True), help="personalise first from this CSV")
     @click.option("--insulin", type=click.Path(exists=True))
     @click.option("--carbs", type=click.Path(exists=True))
     @click.option("--seed", type=int, default=0, show_default=True)
-    def whatif(scenarios: tuple[str, ...], weight: float, basal_u_h: float, cr: float, glucose: float,
-               cgm: str | None, insulin: str | None, carbs: str | None, seed: int) -> None:  # fmt: skip
-        """Run scenario specs side by side: CGM quantiles per minute (simulated)."""
+    @_JOURNAL
+    @click.option("--twin", "twin_id", help="start from this twin's synced state (needs --store)")
+    def whatif(scenarios: tuple[str, ...], weight: float, basal_u_h: float, cr: float | None,
+               glucose: float,
+               cgm: str | None, insulin: str | None, carbs: str | None, seed: int,
+               store_path: str | None, twin_id: str | None) -> None:  # fmt: skip
+        """Run scenario specs side by side: CGM quantiles per minute (simulated).
+
+        With --store every scenario run is journaled as a simulation.run event; with --twin
+        the scenarios start from the twin's persisted state (`healthtwin glucose sync`).
+        """
+        from healthtwin.care.glucose import fhir as F
         from healthtwin.care.glucose.personalize import GlucoseEnKF
         from healthtwin.care.glucose.whatif import run_whatif
 
-        if cgm:
-            twin, *_ = _fitted_twin(cgm, insulin, carbs, weight, basal_u_h, seed)
+        specs = [yaml.safe_load(Path(s).read_text()) for s in scenarios]
+        for path, spec in zip(scenarios, specs, strict=True):
+            if not isinstance(spec, dict):
+                raise click.BadParameter(
+                    f"{path}: a scenario is a mapping", param_hint="--scenario"
+                )
+        subject = None
+        if twin_id:
+            if not store_path:
+                raise click.BadParameter("--twin needs --store", param_hint="--twin")
+            twin, state, twin_id, subject = _stored_twin(store_path, twin_id)
+            twin.seed = seed
+            twin.rng_ = np.random.default_rng(seed)
+            inputs_sha = str(state["state_hash"])
+        elif cgm:
+            twin, y, ins, cho = _fitted_twin(cgm, insulin, carbs, weight, basal_u_h, seed)
+            inputs_sha = F.input_hash(y, ins, cho, weight)
         else:
             twin = GlucoseEnKF(seed=seed).start(np.array([weight]), np.array([basal_u_h / 60.0]),
                                                 np.array([glucose]))  # fmt: skip
-        specs = [yaml.safe_load(Path(s).read_text()) for s in scenarios]
+            inputs_sha = F.input_hash({"weight_kg": weight, "basal_u_h": basal_u_h,
+                                       "glucose_mg_dl": glucose})  # fmt: skip
+        if cr is None and twin_id:
+            from healthtwin.care.glucose.control import personalised_bolus_parameters
+
+            cr = float(personalised_bolus_parameters(twin)["CR"][0][0])
         try:
-            res = run_whatif(twin, specs, np.array([cr]))
+            res = run_whatif(twin, specs, np.array([10.0 if cr is None else cr]))
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--scenario") from exc
+        if store_path:
+            from healthtwin.care.glucose.thread import journal_whatif
+
+            store = _open_store(store_path)
+            try:
+                seqs = journal_whatif(store, res, inputs_sha, "healthtwin glucose whatif",
+                                      twin_id, subject)  # fmt: skip
+            finally:
+                store.close()
+            click.echo(f"journaled {len(seqs)} simulation.run event(s) in {store_path}", err=True)
         frames = [pd.DataFrame({"scenario": r.name, "time_min": r.t.astype(int), "p05_mg_dl": r.p05[0],
                                 "p50_mg_dl": r.p50[0], "p95_mg_dl": r.p95[0], "seed": seed,
                                 "model": f"{r.model} {r.version}", "simulated": True}) for r in res]  # fmt: skip
@@ -308,8 +408,9 @@ def register(group: click.Group) -> None:
     @_inputs
     @click.option("--patient-ref", default="Patient/example", show_default=True)
     @click.option("--fhir", is_flag=True, help="emit a FHIR CarePlan proposal + Provenance")
+    @_JOURNAL
     def control(cgm: str, insulin: str | None, carbs: str | None, weight: float, basal_u_h: float,
-                seed: int, patient_ref: str, fhir: bool) -> None:  # fmt: skip
+                seed: int, patient_ref: str, fhir: bool, store_path: str | None) -> None:  # fmt: skip
         """Personalised carb ratio and correction factor (95 % intervals) and basal policy."""
         from healthtwin.care.glucose import fhir as F
         from healthtwin.care.glucose.control import (
@@ -325,6 +426,15 @@ def register(group: click.Group) -> None:
         p = _params_from_theta(theta, np.array([weight]), np.array([basal_u_h / 60.0]))
         grid, _v, pol = bellman_basal_policy(p)
         from healthtwin.care.glucose.control import MULTIPLIERS
+
+        spec = {"kind": "glucose.control", "weight_kg": weight, "basal_u_h": basal_u_h,
+                "files": _file_hashes(cgm, insulin, carbs)}  # fmt: skip
+        _journal(store_path, spec, seed, F.input_hash(y, ins, cho, weight),
+                 "healthtwin glucose control",
+                 {"CR_g_per_u": [float(v[0]) for v in bp["CR"]],
+                  "CF_mg_dl_per_u": [float(v[0]) for v in bp["CF"]],
+                  "bellman_policy": {f"{g:.0f}": float(MULTIPLIERS[a])
+                                     for g, a in zip(grid, pol, strict=True)}})  # fmt: skip
 
         if fhir:
             model = F.ModelRef(
@@ -348,3 +458,129 @@ def register(group: click.Group) -> None:
             buf.write(f"  {g:.0f}: {MULTIPLIERS[a]:g}\n")
         buf.write("(all values estimated by a simulated digital twin)\n")
         click.echo(buf.getvalue(), nl=False)
+
+    @glucose.command("stream")
+    @click.option("--patient", default="adult#001", show_default=True, help="virtual patient")
+    @click.option(
+        "--start", default="2026-01-01T00:00:00Z", show_default=True, help="ISO 8601 start (UTC)"
+    )
+    @click.option("--minutes", type=int, default=1440, show_default=True, help="duration (min)")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--patient-id", help="FHIR Patient.id (default vp-<patient>-s<seed>)")
+    @click.option("--sensor", default="Dexcom", show_default=True)
+    @click.option("--every", type=int, default=5, show_default=True, help="CGM period (min)")
+    @click.option(
+        "--from-minute", type=int, default=0, show_default=True,
+        help="emit only resources from this minute on (send a stream in pieces)",
+    )  # fmt: skip
+    @click.option("--no-noise", is_flag=True, help="CGM = subcutaneous glucose (no sensor noise)")
+    @click.option(
+        "--format", "fmt", type=click.Choice(["ndjson", "bundle", "transaction"]),
+        default="ndjson", show_default=True,
+    )  # fmt: skip
+    @click.option("--output", "-o", type=click.Path(dir_okay=False), help="file (default stdout)")
+    def stream(patient: str, start: str, minutes: int, seed: int, patient_id: str | None,
+               sensor: str, every: int, from_minute: int, no_noise: bool, fmt: str,
+               output: str | None) -> None:  # fmt: skip
+        """Synthetic FHIR R4 device stream of a simulated patient (CGM, meals, insulin)."""
+        from healthtwin.care.glucose.stream import stream_patient, to_bundle, to_ndjson
+
+        try:
+            t0 = datetime.fromisoformat(start)
+        except ValueError as exc:
+            raise click.BadParameter(f"{start!r} is not ISO 8601", param_hint="--start") from exc
+        t0 = t0.replace(tzinfo=UTC) if t0.tzinfo is None else t0
+        try:
+            res = stream_patient(patient, t0, minutes, seed, patient_id=patient_id, sensor=sensor,
+                                 cgm_every_min=every, first_minute=from_minute,
+                                 noise=not no_noise)  # fmt: skip
+            if fmt == "ndjson":
+                lines = to_ndjson(res)
+                if output:
+                    with open(output, "w", encoding="utf-8") as fh:
+                        fh.writelines(lines)
+                else:
+                    sys.stdout.writelines(lines)
+                return
+            text = json.dumps(to_bundle(res, "collection" if fmt == "bundle" else "transaction"))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from exc
+        if output:
+            Path(output).write_text(text + "\n", encoding="utf-8")
+        else:
+            click.echo(text)
+
+    @glucose.command("sync")
+    @click.argument("twin_id")
+    @click.option(
+        "--store", "store_path", required=True, type=click.Path(dir_okay=False),
+        help="DuckDB store holding the patient's records",
+    )  # fmt: skip
+    @click.option(
+        "--write-back", is_flag=True,
+        help="write forecasts, alerts and proposals back as FHIR R4 (sync mode -> twin)",
+    )  # fmt: skip
+    @click.option("--weight", type=float, help="body weight (kg) if the store has none")
+    @click.option("--basal", "basal_u_h", type=float, help="basal rate (U/h) if the store has none")
+    @click.option("--members", type=int, default=50, show_default=True, help="EnKF ensemble size")
+    @click.option("--seed", type=int, default=0, show_default=True, help="seed of a new twin")
+    @click.option("--rebuild", is_flag=True, help="discard the persisted state, re-run history")
+    @click.option(
+        "--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+        show_default=True,
+    )  # fmt: skip
+    def sync_cmd(twin_id: str, store_path: str, write_back: bool, weight: float | None,
+                 basal_u_h: float | None, members: int, seed: int, rebuild: bool,
+                 fmt: str) -> None:  # fmt: skip
+        """Update a patient twin from new store data; with --write-back, write FHIR back.
+
+        Reads new glucose, insulin and carbohydrate records, advances the persisted twin
+        state (journaled as twin.state), forecasts 30/60/120 min and journals the run as
+        simulation.run. Nothing is written when there is no new glucose reading.
+        """
+        from healthtwin.care.glucose.thread import ThreadError, sync
+        from healthtwin.twin.store.base import StoreError
+
+        store = _open_store(store_path)
+        try:
+            rep = sync(store, twin_id, write_back_enabled=write_back, n_members=members,
+                       seed=seed, weight_kg=weight, basal_u_h=basal_u_h, rebuild=rebuild)  # fmt: skip
+        except (StoreError, ThreadError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        finally:
+            store.close()
+        out = {
+            "twin": rep.twin_id, "updated": rep.updated, "sync_mode": rep.sync_mode,
+            "minutes": list(rep.minutes), "origin": rep.origin, "new_inputs": rep.new,
+            "pending_inputs": rep.pending, "p_hypo_30min": rep.p_hypo_30,
+            "forecast": rep.forecast,
+            "alerts": [{"minute": a.time_min, "kind": a.kind, "detail": a.detail}
+                       for a in rep.alerts],
+            "written": rep.written, "input_sha256": rep.input_hash,
+            "skipped": [{"record": s.rid, "reason": s.reason} for s in rep.skipped],
+            "late": [{"record": s.rid, "reason": s.reason} for s in rep.late],
+            "simulated": True,
+        }  # fmt: skip
+        if fmt == "json":
+            click.echo(json.dumps(out, default=str, indent=1))
+            return
+        if not rep.updated:
+            click.echo(f"{rep.twin_id}: no new glucose reading; nothing written")
+        else:
+            click.echo(f"{rep.twin_id}: updated minutes {rep.minutes[0]}-{rep.minutes[1]} "
+                       f"(origin {rep.origin:%Y-%m-%dT%H:%MZ}), new inputs {rep.new}, "
+                       f"sync mode {rep.sync_mode}")  # fmt: skip
+            for r in rep.forecast:
+                click.echo(f"  +{r['horizon_min']:>3} min: {r['median_mg_dl']:6.1f} mg/dL "
+                           f"({100 * r['level']:g}% PI {r['low_mg_dl']:.1f}-{r['high_mg_dl']:.1f})"
+                           " simulated")  # fmt: skip
+            click.echo(f"  P(glucose < 70 mg/dL within 30 min) = {rep.p_hypo_30:.2f}")
+            for a in rep.alerts:
+                click.echo(f"  alert {a.kind} at minute {a.time_min:g}: {a.detail}")
+            click.echo(f"  written back: {len(rep.written)} resource(s)"
+                       + (f" {', '.join(w.split('/')[0] for w in rep.written)}"
+                          if rep.written else ""))  # fmt: skip
+        for s in rep.skipped:
+            click.echo(f"  skipped {s.rid}: {s.reason}")
+        for s in rep.late:
+            click.echo(f"  late {s.rid}: {s.reason}")
