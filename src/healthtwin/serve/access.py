@@ -19,10 +19,11 @@ client, patient, action, path, HTTP status, outcome) written by :class:`AuditMid
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from fastapi import HTTPException, Request
 
@@ -68,6 +69,7 @@ class Access:
     roles: frozenset[Role] | None = None
     public: bool = False
     shared: bool = False
+    expensive: bool = False
 
 
 def access(
@@ -79,10 +81,18 @@ def access(
     roles: set[Role] | None = None,
     public: bool = False,
     shared: bool = False,
+    expensive: bool = False,
 ) -> Callable[[F], F]:
-    """Attach an access policy to an endpoint function."""
+    """Attach an access policy to an endpoint function (``expensive``: rate-limited)."""
     pol = Access(
-        action, rtype, op, compartment, frozenset(roles) if roles else None, public, shared
+        action,
+        rtype,
+        op,
+        compartment,
+        frozenset(roles) if roles else None,
+        public,
+        shared,
+        expensive,
     )
 
     def deco(fn: F) -> F:
@@ -116,15 +126,23 @@ class AccessContext:
         return self.principal is not None and self.principal.allows(rtype, op)
 
 
-Lookup = Callable[[str], Awaitable[tuple[bool, str | None]]]
+class GuardServices(Protocol):
+    async def subject_of(self, rid: str) -> tuple[bool, str | None]: ...
+
+    async def owner_of_job(self, job_id: str) -> tuple[str | None, str | None]: ...
+
+    @property
+    def limiter(self) -> Any: ...
 
 
 class Guard:
     """The dependency that enforces route policies (see module docstring)."""
 
-    def __init__(self, verify: Callable[[str], Principal], subject_of: Lookup):
+    def __init__(
+        self, verify: Callable[[str], Principal], services: Callable[[], GuardServices]
+    ) -> None:
         self._verify = verify
-        self._subject_of = subject_of  # rid -> (exists, subject)
+        self._services = services
 
     async def __call__(self, request: Request) -> AccessContext:
         pol = policy_of(request.scope.get("endpoint"))
@@ -159,7 +177,7 @@ class Guard:
                     if ctx.target != p.patient:
                         raise Denied(403, f"{ctx.target} is outside the patient compartment")
                 else:
-                    exists, subject = await self._subject_of(ctx.target)
+                    exists, subject = await self._services().subject_of(ctx.target)
                     if not exists or (subject is not None and subject != p.patient):
                         raise Denied(403, f"{ctx.target} is outside the patient compartment")
         elif comp == "search":
@@ -168,8 +186,23 @@ class Guard:
                     ref = v if "/" in v else f"Patient/{v}"
                     if p.patient is not None and ref != p.patient:
                         raise Denied(403, f"search {name}={v} is outside the patient compartment")
+        elif comp == "job":
+            owner, patient = await self._services().owner_of_job(str(params.get("job", "")))
+            ctx.target = f"export/{params.get('job')}"
+            if owner is None and p.patient is None:
+                raise Denied(404, f"no export job {params.get('job')!r}")
+            if owner != p.sub or (p.patient is not None and patient != p.patient):
+                raise Denied(403, "the export job belongs to another principal or compartment")
         elif comp == "none" and p.patient is not None and not pol.shared:
             raise Denied(403, f"{pol.action} is not available to a patient-context token")
+        if pol.expensive:
+            wait = self._services().limiter.take((p.sub, pol.action))
+            if wait > 0:
+                raise Denied(
+                    429,
+                    f"rate limit of {pol.action} reached; retry in {math.ceil(wait)} s",
+                    {"Retry-After": str(max(1, math.ceil(wait)))},
+                )
         return ctx
 
     def _authenticate(self, request: Request) -> Principal:

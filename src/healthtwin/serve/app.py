@@ -112,11 +112,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         responses=ERRORS,
     )
 
-    async def subject_of(rid: str) -> tuple[bool, str | None]:
-        svc = app.state.services
-        return await svc.subject_of(rid)
-
-    app.state.guard = Guard(verifier.verify, subject_of)
+    app.state.guard = Guard(verifier.verify, lambda: app.state.services)
     app.state.settings = settings
     app.state.verifier = verifier
 
@@ -137,9 +133,11 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         ]
         return _error_body(request, 422, errs)
 
-    from healthtwin.serve.routes import twins
+    from healthtwin.serve.routes import events, fhir, twins
 
     app.include_router(twins.router)
+    app.include_router(events.router)
+    app.include_router(fhir.router)
 
     @app.get("/health", tags=["meta"])
     async def health() -> dict[str, str]:
@@ -150,13 +148,29 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
 
     unguarded = [
         f"{sorted(r.methods or [])} {r.path}"
-        for r in app.routes
-        if isinstance(r, APIRoute) and policy_of(r.endpoint) is None
+        for r in api_routes(app)
+        if policy_of(r.endpoint) is None
     ]
     if unguarded:
         raise RuntimeError(f"routes without an access policy: {unguarded}")
     app.add_middleware(AuditMiddleware, sink=lambda ev: _audit_sink(app, ev))
     return app
+
+
+def api_routes(app: FastAPI) -> list[APIRoute]:
+    """Every API route of the app, included routers walked (FastAPI >= 0.16x nests them)."""
+    out: list[APIRoute] = []
+
+    def walk(routes: list[Any]) -> None:
+        for r in routes:
+            if isinstance(r, APIRoute):
+                out.append(r)
+            inner = getattr(r, "original_router", None)
+            if inner is not None:
+                walk(list(inner.routes))
+
+    walk(list(app.routes))
+    return out
 
 
 def _public(action: str) -> Any:

@@ -17,6 +17,7 @@ import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 from healthtwin.twin.model import Event, InboundRecord, Rejected
@@ -26,12 +27,20 @@ T = TypeVar("T")
 
 
 @dataclass
+class Written:
+    """A committed group: the batch result and the current version of each written rid."""
+
+    batch: BatchResult
+    versions: dict[str, tuple[int, datetime, bool]]
+
+
+@dataclass
 class _Write:
     records: Sequence[InboundRecord]
     rejected: Sequence[Rejected]
     events: Sequence[Event]
     source: str
-    future: asyncio.Future[BatchResult] = field(repr=False)
+    future: asyncio.Future[Written] = field(repr=False)
 
 
 class StoreGateway:
@@ -67,7 +76,7 @@ class StoreGateway:
         events: Sequence[Event] = (),
         *,
         source: str = "api",
-    ) -> BatchResult:
+    ) -> Written:
         """Write records atomically (grouped with concurrent writes); returns the group's result."""
         w = _Write(records, rejected, events, source, asyncio.get_running_loop().create_future())
         self._pending.append(w)
@@ -112,9 +121,7 @@ class StoreGateway:
             if not group:
                 source = "api audit"
             try:
-                res = await self.call(
-                    self.store.write_batch, records, rejected, events, source=source
-                )
+                res = await self.call(self._write_group, records, rejected, events, source)
             except Exception as exc:
                 for w in group:
                     if not w.future.done():
@@ -129,7 +136,20 @@ class StoreGateway:
                     w.future.set_result(res)
             for fn in self._listeners:
                 with contextlib.suppress(Exception):
-                    fn(records, res)
+                    fn(records, res.batch)
+
+    def _write_group(
+        self,
+        records: list[InboundRecord],
+        rejected: list[Rejected],
+        events: list[Event],
+        source: str,
+    ) -> Written:
+        from healthtwin.serve.queries import versions
+
+        res = self.store.write_batch(records, rejected, events, source=source)
+        vers = versions(self.store, sorted({r.rid for r in records})) if records else {}
+        return Written(res, vers)
 
     async def aclose(self) -> None:
         """Write what is pending (audit included) and stop the store thread."""
