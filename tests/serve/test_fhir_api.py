@@ -222,3 +222,28 @@ def test_sse_receives_an_update_after_an_ingest(settings, store, token) -> None:
 def test_sse_cross_patient_is_403(client, token) -> None:
     tok = token("patient/*.rs", patient=PAT_A)
     assert client.get(f"/twins/{PAT_B}/events", headers=auth(tok)).status_code == 403
+
+
+def test_cached_state_follows_every_write(client, token) -> None:
+    tok = token("patient/*.cruds", patient=PAT_A)
+    svc = client.app.state.services
+    first = client.get(f"/twins/{PAT_A}/state", headers=auth(tok)).json()
+    again = client.get(f"/twins/{PAT_A}/state", headers=auth(tok)).json()
+    assert first == again and svc.state_cache.hits >= 1
+    newer = (
+        OBS.replace("new-a-1", "later-1").replace("2024-02-01", "2025-06-01").replace("5.5", "7.0")
+    )
+    assert (
+        client.post("/fhir/Observation", content=newer, headers={**auth(tok), **FHIR}).status_code
+        == 201
+    )
+    after = client.get(f"/twins/{PAT_A}/state", headers=auth(tok)).json()
+    g = next(v for v in after["values"] if v["code"] == "2339-0")
+    assert g["source"] == "Observation/later-1/_history/1" and g["value"] == 7.0
+    # the bitemporal view (as_of before the write) bypasses the cache and still sees the old value
+    old = client.get(
+        f"/twins/{PAT_A}/state",
+        params={"as_of": g["recorded_at"].replace("Z", "")[:19] + "Z"},
+        headers=auth(tok),
+    )
+    assert old.status_code == 200
