@@ -1,6 +1,7 @@
 """Load on the HTTP API: twin-state reads and observation writes over loopback.
 
-Phases: ``health`` (the peer), ``cold`` (each twin's state read once: no cache can help),
+Phases: ``health`` (the peer), ``first`` (each twin's state read once, right after start:
+served from the state the server preloads at start-up, up to ``Settings.state_preload``),
 ``read`` (random twins: the current state is cached per twin and invalidated by writes),
 ``write`` (new Observations via ``POST /fhir/Observation``), ``read2`` (after the writes).
 
@@ -156,7 +157,7 @@ async def _phase(
                 if time.perf_counter() > deadline:
                     return
                 k = int(rng.integers(len(ids)))
-                if kind == "cold":  # each twin once: the state cache cannot help
+                if kind == "first":  # each twin once
                     if i >= len(ids):
                         return
                     raw = reads[i]
@@ -233,10 +234,10 @@ def main() -> None:
         )
         results = {}
         acked: list[str] = []
-        # interleaved: peer ceiling, first reads (cache cold), reads, writes, reads again
+        # interleaved: peer ceiling, first reads, reads, writes, reads again
         for name, kind in (
             ("health", "health"),
-            ("cold", "cold"),
+            ("first", "first"),
             ("read", "read"),
             ("write", "write"),
             ("read2", "read"),
