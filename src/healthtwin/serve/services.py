@@ -1,0 +1,397 @@
+"""Long-lived server services: rate limits, the change feed (SSE), Bulk export jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from healthtwin.serve import queries
+from healthtwin.serve.gateway import StoreGateway
+from healthtwin.serve.settings import Settings
+from healthtwin.twin.model import InboundRecord
+from healthtwin.twin.store.base import BatchResult
+
+#: glucose alert thresholds (mg/dL): ADA level 1 and level 2 hypoglycaemia, hyperglycaemia
+ALERT_RULES = ((54.0, "low", "urgent-low"), (70.0, "low", "low"))
+HIGH_RULES = ((250.0, "high", "very-high"), (180.0, "high", "high"))
+
+
+class RateLimiter:
+    """Token bucket per (principal, action): ``rate`` per second, ``burst`` at most."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
+
+    def take(self, key: tuple[str, str], now: float | None = None) -> float:
+        """0 when allowed (one token taken), else the seconds until a token is available."""
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        return (1.0 - tokens) / self.rate if self.rate > 0 else math.inf
+
+
+@dataclass
+class Subscriber:
+    """One SSE listener on a twin's subject with filters."""
+
+    subject: str
+    kinds: frozenset[str] | None
+    codes: frozenset[str] | None
+    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(1000))
+    dropped: int = 0
+
+    def wants(self, note: dict[str, Any]) -> bool:
+        if self.kinds is not None and note["event"] not in self.kinds:
+            return False
+        if self.codes is not None:
+            return bool(self.codes & set(note.get("codes", ())))
+        return True
+
+
+class ChangeFeed:
+    """Fan-out of committed changes and alerts to SSE subscribers (this process).
+
+    Notices are built from what the gateway commits. With several worker processes
+    (PostgreSQL), a subscriber sees the writes made through its own worker only; see
+    docs/server.md.
+    """
+
+    def __init__(self) -> None:
+        self._subs: dict[str, list[Subscriber]] = {}
+
+    def subscribe(self, sub: Subscriber) -> None:
+        self._subs.setdefault(sub.subject, []).append(sub)
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        lst = self._subs.get(sub.subject, [])
+        if sub in lst:
+            lst.remove(sub)
+        if not lst:
+            self._subs.pop(sub.subject, None)
+
+    def publish(self, subject: str, note: dict[str, Any]) -> None:
+        for s in self._subs.get(subject, ()):
+            if s.wants(note):
+                try:
+                    s.queue.put_nowait(note)
+                except asyncio.QueueFull:
+                    s.dropped += 1
+
+    def on_commit(self, records: list[InboundRecord], res: BatchResult) -> None:
+        if not self._subs:
+            return
+        when = res.recorded_at.replace(tzinfo=UTC).isoformat()
+        for rec in records:
+            subj = rec.rid if rec.rtype == "Patient" else rec.subject
+            if subj is None or subj not in self._subs:
+                continue
+            codes = sorted({f.code for f in rec.facts})
+            kind = "record.deleted" if rec.deleted else "record.changed"
+            values = [
+                {
+                    "code": f.code,
+                    "value": f.num_canonical if f.num_canonical is not None else f.num,
+                    "unit": f.unit_canonical or f.unit,
+                    "effective": f.effective.isoformat() if f.effective else None,
+                }
+                for f in rec.facts
+            ]
+            self.publish(
+                subj,
+                {
+                    "event": kind,
+                    "rid": rec.rid,
+                    "type": rec.rtype,
+                    "codes": codes,
+                    "values": values,
+                    "recorded_at": when,
+                    "batch_id": res.batch_id,
+                },
+            )
+            for f in rec.facts:
+                if f.code not in queries.GLUCOSE_CODES or f.unit_canonical != "mg/dL":
+                    continue
+                v = f.num_canonical
+                if v is None:
+                    continue
+                level = next((lv for thr, _d, lv in ALERT_RULES if v < thr), None)
+                if level is None:
+                    level = next((lv for thr, _d, lv in HIGH_RULES if v > thr), None)
+                if level is not None:
+                    self.publish(
+                        subj,
+                        {
+                            "event": "alert",
+                            "level": level,
+                            "rule": "glucose thresholds (mg/dL): <54 urgent-low, <70 low, "
+                            ">180 high, >250 very-high",
+                            "rid": rec.rid,
+                            "codes": [f.code],
+                            "value": v,
+                            "unit": "mg/dL",
+                            "effective": f.effective.isoformat() if f.effective else None,
+                            "recorded_at": when,
+                        },
+                    )
+
+
+class StateCache:
+    """Serialized current state per twin (``at``/``as_of`` unset), invalidated on commit.
+
+    Misses are loaded in batches (all twins missed meanwhile in one query, so many misses
+    cost one DuckDB query, not one each) and the first ``preload`` twins are loaded at
+    start-up in the background.
+
+    Only valid where every write goes through this process's gateway (DuckDB: one process
+    owns the file); off for PostgreSQL with several workers. An epoch counter (the
+    epoch of each subject's last invalidation) keeps a read that raced a commit from caching
+    what it read before the commit.
+    """
+
+    def __init__(self, max_items: int = 50_000) -> None:
+        self._pending: dict[str, list[asyncio.Future[bytes | None]]] = {}
+        self._loader: asyncio.Task[None] | None = None
+        self.loads = 0
+        self._data: dict[str, bytes] = {}
+        self._gen: dict[str, int] = {}  # subject -> epoch of its last invalidation
+        self._epoch = 0
+        self._cleared = 0
+        self._max = max_items
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, subject: str) -> bytes | None:
+        v = self._data.get(subject)
+        if v is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return v
+
+    async def load(self, gateway: StoreGateway, twin_id: str) -> bytes | None:
+        """The serialized state of a twin, loaded with every other pending miss; None when
+        the twin is not cacheable (absent, or its subject is not its own id)."""
+        fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(twin_id, []).append(fut)
+        if self._loader is None or self._loader.done():
+            self._loader = asyncio.create_task(self._load_pending(gateway))
+        return await fut
+
+    async def _load_pending(self, gateway: StoreGateway) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, {}
+            await self.fill(gateway, list(batch), batch)
+
+    async def fill(
+        self,
+        gateway: StoreGateway,
+        twin_ids: list[str] | None,
+        waiters: dict[str, list[asyncio.Future[bytes | None]]] | None = None,
+        limit: int = 0,
+    ) -> None:
+        from healthtwin.serve.models import TwinState
+        from healthtwin.serve.routes.twins import state_value
+
+        e0 = self.epoch()
+        try:
+            states = await gateway.read(queries.current_states, twin_ids, limit)
+        except Exception as exc:
+            for futs in (waiters or {}).values():
+                for f in futs:
+                    if not f.done():
+                        f.set_exception(exc)
+            return
+        self.loads += 1
+        for tid, rows in states.items():
+            body = (
+                TwinState(twin_id=tid, values=[state_value(r) for r in rows])
+                .model_dump_json()
+                .encode()
+            )
+            self.put(tid, e0, body)
+            for f in (waiters or {}).pop(tid, []):
+                if not f.done():
+                    f.set_result(body)
+        for futs in (waiters or {}).values():
+            for f in futs:
+                if not f.done():
+                    f.set_result(None)
+
+    def epoch(self) -> int:
+        """Capture before reading the store; ``put`` refuses what a later commit changed."""
+        return self._epoch
+
+    def put(self, subject: str, epoch: int, body: bytes) -> None:
+        if self._gen.get(subject, 0) > epoch or self._cleared > epoch:
+            return  # a commit touched this twin after the read began: do not cache
+        if len(self._data) >= self._max:
+            self._data.pop(next(iter(self._data)))
+        self._data[subject] = body
+
+    def invalidate(self, subject: str) -> None:
+        self._epoch += 1
+        self._gen[subject] = self._epoch
+        self._data.pop(subject, None)
+
+    def on_commit(self, records: list[InboundRecord], res: BatchResult) -> None:
+        for rec in records:
+            subj = rec.rid if rec.rtype == "Patient" else rec.subject
+            if subj is not None:
+                self.invalidate(subj)
+            if rec.rtype in ("Patient", "Organization"):
+                self.invalidate(rec.rid)
+        if any(st == "conditional" for r in records for _ref, _t, st in r.refs):
+            # a conditional reference may move facts to another subject: drop everything
+            self._epoch += 1
+            self._cleared = self._epoch
+            self._data.clear()
+
+
+@dataclass
+class ExportJob:
+    """A Bulk Data export: who asked, for which compartment, and its files."""
+
+    job_id: str
+    owner: str
+    patient: str | None
+    types: list[str]
+    since: datetime | None
+    request_url: str
+    folder: Path
+    started: float = field(default_factory=time.time)
+    done: bool = False
+    error: str | None = None
+    files: list[dict[str, Any]] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+    transaction_time: datetime | None = None
+    task: asyncio.Task[None] | None = None
+
+
+class Exports:
+    """Bulk Data ``$export`` jobs: files written in the background, kept until deleted."""
+
+    def __init__(self, gateway: StoreGateway, root: Path) -> None:
+        self.gateway = gateway
+        self.root = root
+        self.jobs: dict[str, ExportJob] = {}
+
+    def start(
+        self,
+        owner: str,
+        patient: str | None,
+        types: list[str],
+        excluded: list[str],
+        since: datetime | None,
+        request_url: str,
+    ) -> ExportJob:
+        jid = uuid.uuid4().hex
+        job = ExportJob(jid, owner, patient, types, since, request_url, self.root / jid)
+        job.excluded = excluded
+        job.transaction_time = datetime.now(UTC)
+        self.jobs[jid] = job
+        job.task = asyncio.create_task(self._run(job))
+        return job
+
+    async def _run(self, job: ExportJob) -> None:
+        try:
+            job.folder.mkdir(parents=True, exist_ok=True)
+            for rtype in job.types:
+                path = job.folder / f"{rtype}.ndjson"
+                n = 0
+                after = ""
+                with path.open("w", encoding="utf-8") as fh:
+                    while True:
+                        rows = await self.gateway.read(
+                            queries.export_rows,
+                            rtype,
+                            job.patient,
+                            job.since,
+                            after,
+                            2000,
+                        )
+                        if not rows:
+                            break
+                        for _rid, raw in rows:
+                            fh.write(raw.replace("\n", " ") if "\n" in raw else raw)
+                            fh.write("\n")
+                        n += len(rows)
+                        after = rows[-1][0]
+                if n:
+                    job.files.append({"type": rtype, "name": path.name, "count": n})
+                else:
+                    path.unlink()
+        except Exception as exc:  # reported to the client by the status endpoint
+            job.error = f"{type(exc).__name__}: {exc}"
+        job.done = True
+
+    def delete(self, job: ExportJob) -> None:
+        if job.task is not None and not job.task.done():
+            job.task.cancel()
+        shutil.rmtree(job.folder, ignore_errors=True)
+        self.jobs.pop(job.job_id, None)
+
+
+class Services:
+    """What the routes share beyond the store gateway."""
+
+    def __init__(self, settings: Settings, gateway: StoreGateway) -> None:
+        self.settings = settings
+        self.gateway = gateway
+        self.limiter = RateLimiter(settings.sim_rate, settings.sim_burst)
+        self.feed = ChangeFeed()
+        gateway.on_commit(self.feed.on_commit)
+        self.state_cache: StateCache | None = None
+        self._preload: asyncio.Task[None] | None = None
+        if not settings.store.startswith(("postgresql://", "postgres://")):
+            self.state_cache = StateCache()
+            gateway.on_commit(self.state_cache.on_commit)
+        self._tmp: str | None = None
+        root = settings.export_dir
+        if root is None:
+            self._tmp = tempfile.mkdtemp(prefix="healthtwin-export-")
+            root = self._tmp
+        self.exports = Exports(gateway, Path(root))
+        self.started = datetime.now(UTC)
+
+    async def start(self) -> None:
+        if self.state_cache is not None and self.settings.state_preload > 0:
+            self._preload = asyncio.create_task(
+                self.state_cache.fill(self.gateway, None, None, self.settings.state_preload)
+            )
+
+    async def stop(self) -> None:
+        if self._preload is not None:
+            self._preload.cancel()
+            with contextlib.suppress(BaseException):
+                await self._preload
+        for job in list(self.exports.jobs.values()):
+            if job.task is not None and not job.task.done():
+                job.task.cancel()
+                with contextlib.suppress(BaseException):
+                    await job.task
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    async def subject_of(self, rid: str) -> tuple[bool, str | None]:
+        """(exists, patient compartment) of a current resource ``Type/id``."""
+        return await self.gateway.read(queries.subject_of, rid)
+
+    async def owner_of_job(self, job_id: str) -> tuple[str | None, str | None]:
+        """(owner sub, patient compartment) of an export job, (None, None) if unknown."""
+        job = self.exports.jobs.get(job_id)
+        return (job.owner, job.patient) if job else (None, None)

@@ -1,0 +1,68 @@
+"""Server settings: where the store is, which keys verify tokens, limits, development mode.
+
+Keys are never built in: they come from files or environment variables (``from_env``), or,
+in development mode only (``--dev``), from a random secret generated at start-up.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration of one server process.
+
+    ``store``: DuckDB file path (one worker process) or ``postgresql://`` URL (several).
+    ``jwt_secret``: HS256 shared secret (bytes as text, >= 32 characters).
+    ``jwt_public_keys``: PEM public keys (RSA for RS256, EC P-256 for ES256).
+    ``issuer`` / ``audience``: checked when set. ``dev``: development mode (never by default).
+    ``sim_rate`` / ``sim_burst``: simulations per second and burst per principal (token bucket).
+    ``audit_flush_s``: the longest an audit event of a read waits before it is journaled (s).
+    ``state_preload``: twins whose current state is loaded into the cache at start-up.
+    """
+
+    store: str = "healthtwin.duckdb"
+    jwt_secret: str | None = None
+    jwt_public_keys: tuple[str, ...] = ()
+    issuer: str | None = None
+    audience: str | None = None
+    dev: bool = False
+    sim_rate: float = 0.5
+    sim_burst: int = 3
+    audit_flush_s: float = 0.05
+    export_dir: str | None = None
+    base_url: str = ""
+    leeway_s: int = 30
+    state_preload: int = 20_000
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Read ``HEALTHTWIN_*`` variables; file variables name files holding the key."""
+        env = os.environ
+        secret = env.get("HEALTHTWIN_JWT_SECRET")
+        if secret is None and env.get("HEALTHTWIN_JWT_SECRET_FILE"):
+            secret = Path(env["HEALTHTWIN_JWT_SECRET_FILE"]).read_text().strip()
+        keys: list[str] = []
+        for p in filter(None, env.get("HEALTHTWIN_JWT_PUBLIC_KEY_FILE", "").split(os.pathsep)):
+            keys.append(Path(p).read_text())
+        s = cls(
+            store=env.get("HEALTHTWIN_STORE", "healthtwin.duckdb"),
+            jwt_secret=secret,
+            jwt_public_keys=tuple(keys),
+            issuer=env.get("HEALTHTWIN_JWT_ISSUER") or None,
+            audience=env.get("HEALTHTWIN_JWT_AUDIENCE") or None,
+        )
+        return replace(s, **overrides)  # type: ignore[arg-type]
+
+    def check(self) -> None:
+        """Refuse a configuration that cannot authenticate anyone, or a weak HS256 secret."""
+        if self.jwt_secret is None and not self.jwt_public_keys:
+            raise ValueError(
+                "no token key configured: set HEALTHTWIN_JWT_SECRET(_FILE) (HS256) or "
+                "HEALTHTWIN_JWT_PUBLIC_KEY_FILE (RS256/ES256), or run with --dev locally"
+            )
+        if self.jwt_secret is not None and len(self.jwt_secret) < 32:
+            raise ValueError("HEALTHTWIN_JWT_SECRET must be at least 32 characters (HS256)")
