@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -117,6 +118,63 @@ def simglucose_bb_baseline() -> None:
     print(
         f"  TIR {100 * np.mean((bg >= 70) & (bg <= 180)):.1f} %  TBR {100 * np.mean(bg < 70):.1f} %"
     )
+
+
+#: forecast tuning folds: patients #001-#005 (A) and #006-#010 (B) of every age group
+FOLDS = {
+    "A": [f"{g}#{i:03d}" for g in ("adolescent", "adult", "child") for i in range(1, 6)],
+    "B": [f"{g}#{i:03d}" for g in ("adolescent", "adult", "child") for i in range(6, 11)],
+}
+TUNE_SEED = 11
+#: twin settings searched on the tuning fold (disturbance sd mg/dL/min, its time constant min)
+GRID = [{"disturbance_sd": s, "disturbance_tau_min": t} for s in (0.5, 1.0, 2.0) for t in (60.0, 120.0)]
+
+
+def forecast_run(names: list[str], seed: int, cfg: dict[str, float]) -> object:
+    """Day 1 personalises the twin, day 2 is scored (origins every 15 min)."""
+    d = data(names, seed, hours=48)
+    return rolling_forecast(GlucoseEnKF(seed=seed, **cfg), d["y"], d["ins"], d["cho"], d["bw"],
+                            d["ub"], score_from_min=1440)  # fmt: skip
+
+
+def _fc_line(s: dict[str, float]) -> str:
+    return (f"RMSE {s['rmse_mg_dl']:5.1f} mg/dL  MARD {s['mard_pct']:5.1f} %  coverage "
+            f"{s['coverage_pct']:5.1f} %  Clarke A {s['clarke_A_pct']:5.1f} B {s['clarke_B_pct']:4.1f} "
+            f"C {s['clarke_C_pct']:3.1f} D {s['clarke_D_pct']:3.1f} E {s['clarke_E_pct']:3.1f} %")  # fmt: skip
+
+
+def forecast_eval(seed: int) -> None:
+    """2-fold: tune on one fold (seed TUNE_SEED), score the other fold on ``seed``."""
+    rows: dict[str, list[np.ndarray]] = {}
+    for tune, test in (("A", "B"), ("B", "A")):
+        t0 = time.perf_counter()
+        best = min(GRID, key=lambda c: forecast_run(FOLDS[tune], TUNE_SEED, c).scores[30]["rmse_mg_dl"])  # type: ignore[attr-defined]
+        print(f"\n[forecast fold {test}: tuned on fold {tune} seed {TUNE_SEED} -> {best}; "
+              f"{time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.1f}]")  # fmt: skip
+        for name, cfg in (("white-noise twin (old default)", {"disturbance_sd": 0.0}), ("tuned twin", best)):
+            ev = forecast_run(FOLDS[test], seed, cfg)
+            print(f"  {name}, fold {test} seed {seed}, day 2 (simulated):")
+            for h, sc in ev.scores.items():  # type: ignore[attr-defined]
+                print(f"   {h:3d} min: {_fc_line(sc)}")
+            if name == "tuned twin":
+                for h in ev.horizons:  # type: ignore[attr-defined]
+                    rows.setdefault(f"{h}", []).append(np.stack([ev.median[h], ev.reference[h], ev.low[h], ev.high[h]]))  # type: ignore[attr-defined]
+                rows.setdefault("names", []).append(np.array(FOLDS[test]))
+                rows.setdefault("scored", []).append(ev.origins >= 1440)  # type: ignore[attr-defined]
+    names = np.concatenate(rows["names"])
+    print(f"\n[forecast, all 30 patients held out (2 folds), seed {seed}, day 2, simulated]")
+    for grp in ("all", "adolescent", "adult", "child"):
+        sel = np.array([grp == "all" or n.startswith(grp) for n in names])
+        print(f"  {grp}:")
+        for h in (30, 60, 120):
+            a = np.concatenate(rows[f"{h}"], axis=1)[:, :, rows["scored"][0]]
+            med, ref, lo, hi = (a[i][sel] for i in range(4))
+            ok = np.isfinite(ref)
+            z = M.zone_percentages(ref[ok], med[ok])
+            per = [M.rmse(med[i], ref[i]) for i in range(med.shape[0])]
+            print(f"   {h:3d} min: RMSE {M.rmse(med, ref):5.1f} mg/dL (per patient {_q(np.array(per))})  "
+                  f"MARD {M.mard(med, ref):5.1f} %  coverage {M.coverage(ref[ok], lo[ok], hi[ok]):5.1f} %  "
+                  f"Clarke A {z['A']:5.1f} B {z['B']:4.1f} C {z['C']:3.1f} D {z['D']:3.1f} E {z['E']:3.1f} %")  # fmt: skip
 
 
 def data(names: list[str], seed: int, hours: int = 24) -> dict[str, np.ndarray]:
@@ -254,7 +312,11 @@ def main() -> None:
     ap.add_argument(
         "--simglucose-baseline", action="store_true", help="also run simglucose (~1 min)"
     )
+    ap.add_argument("--only", choices=["forecast", "control"], help="run one part only")
     a = ap.parse_args()
+    if a.only == "forecast":
+        forecast_eval(a.seed)
+        return
     cl = closed_loop_eval(a.days, a.seed)
     simglucose_scenario_adult001()
     if a.simglucose_baseline:
