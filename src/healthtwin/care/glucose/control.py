@@ -11,8 +11,10 @@ results are simulated (UVA/Padova virtual patients, CGM noise) and labelled so.
   m ∈ {0, 0.25, …, 1.5, 2, 3} minimising, over the twin's ensemble and a 120-min horizon
   (5-min steps), Σ_k [(G_k − 150)₊² + 10 (100 − G_k)₊² + effort (m − 1)²] (a dead band:
   no cost while predicted glucose stays in 100–150 mg/dL, lows weigh 10× highs; the
-  Kovatchev risk and (G − 130)² are options), subject to the ensemble 10th percentile of
-  predicted minimum glucose ≥ ``hypo_guard`` = 80 mg/dL (else suspend). Meals get the
+  Kovatchev risk and (G − 130)² are options), subject to the ensemble median
+  (``guard_quantile``) of predicted minimum glucose ≥ ``hypo_guard`` = 80 mg/dL (else
+  suspend; a 10th-percentile guard suspended on sensor noise and lost TIR on the tuning
+  scenario). Meals get the
   same bolus as the baseline. The predictions include the twin's model-error disturbance.
   Defaults were chosen on a separate tuning scenario only (1 day, seed 7, all 30
   patients); the evaluation uses other seeds.
@@ -124,7 +126,7 @@ class MPCSettings:
     band_high: float = 150.0
     low_weight: float = 10.0
     hypo_guard: float = 80.0
-    guard_quantile: float = 0.1
+    guard_quantile: float = 0.5
     effort: float = 60.0
     multipliers: F64 = field(default_factory=lambda: MPC_MULTIPLIERS.copy())
     n_members: int = 20
