@@ -63,6 +63,11 @@ def closed_loop_eval(days: int, seed: int) -> dict[str, object]:
         zones, counts = np.unique(M.cvga_zone(r.bg), return_counts=True)
         print("  CVGA :", dict(zip(zones.tolist(), counts.tolist(), strict=True)))
     bb, mpc = out["bb"], out["mpc"]
+    print("  per patient: TIR / TBR / TAR (%) basal-bolus | MPC")
+    for i, name in enumerate(p.names):
+        b, q = bb.metrics, mpc.metrics  # type: ignore[attr-defined]
+        print(f"   {name:15s} {b['tir'][i]:5.1f} / {b['tbr'][i]:4.1f} / {b['tar'][i]:4.1f} | "
+              f"{q['tir'][i]:5.1f} / {q['tbr'][i]:4.1f} / {q['tar'][i]:4.1f}")  # fmt: skip
     d_tir = mpc.metrics["tir"] - bb.metrics["tir"]  # type: ignore[attr-defined]
     d_tbr = mpc.metrics["tbr"] - bb.metrics["tbr"]  # type: ignore[attr-defined]
     print("  paired MPC - basal-bolus per patient (percentage points):")
@@ -266,14 +271,21 @@ def plots(cl: dict[str, object], tw: dict[str, np.ndarray]) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(IMG / "glucose-protocol.png", dpi=110)
-    # 2. closed loop distribution
-    fig, ax = plt.subplots(1, 2, figsize=(8, 3.5))
-    for i, k in enumerate(("tir", "tbr")):
-        ax[i].boxplot(
-            [cl["bb"].metrics[k], cl["mpc"].metrics[k]], tick_labels=["basal-bolus", "MPC twin"]
-        )  # type: ignore[attr-defined]
-        ax[i].set_ylabel(f"{k.upper()} (%)")
-    fig.suptitle("30 virtual patients, closed loop (simulated)")
+    # 2. closed loop: paired per patient, by age group
+    fig, ax = plt.subplots(1, 2, figsize=(9, 4))
+    bb, mpc = cl["bb"].metrics, cl["mpc"].metrics  # type: ignore[attr-defined]
+    groups = np.array([n.split("#")[0] for n in cl["bb"].names])  # type: ignore[attr-defined]
+    for i, (k, lim) in enumerate((("tir", (30, 101)), ("tbr", (-1, 55)))):
+        for g, mk in (("adolescent", "o"), ("adult", "s"), ("child", "^")):
+            sel = groups == g
+            ax[i].scatter(bb[k][sel], mpc[k][sel], marker=mk, label=g, alpha=0.8)
+        ax[i].plot(lim, lim, "k--", lw=0.8)
+        ax[i].set(xlim=lim, ylim=lim, xlabel=f"basal-bolus {k.upper()} (%)",
+                  ylabel=f"MPC twin {k.upper()} (%)")  # fmt: skip
+    ax[0].set_title("TIR: above the diagonal = MPC better")
+    ax[1].set_title("TBR: below the diagonal = MPC better")
+    ax[0].legend(fontsize=8)
+    fig.suptitle("30 virtual patients, 3 days, paired per patient (simulated)")
     fig.tight_layout()
     fig.savefig(IMG / "glucose-closed-loop.png", dpi=110)
     # 3. forecast/filter example + what-if

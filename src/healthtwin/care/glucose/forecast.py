@@ -44,6 +44,35 @@ class ForecastEvaluation:
     simulated: bool = True
 
 
+class IntervalCalibrator:
+    """Online per-patient scale of prediction intervals from realised standardised errors.
+
+    ``update(r)`` adds r = (observed - median) / s for N patients (NaN ignored), s being the
+    raw predictive sd; ``factor()`` is c = sqrt((n0 + sum r^2) / (n0 + n)) (1, shape (N,)),
+    shrunk towards 1 by ``prior`` pseudo-errors. Multiply the raw half-widths by c.
+    """
+
+    def __init__(self, n: int, prior: float = 10.0) -> None:
+        if prior <= 0:
+            raise ValueError(f"calibration prior must be > 0 pseudo-errors, got {prior}")
+        self.prior = prior
+        self.sum_r2 = np.zeros(n)
+        self.count = np.zeros(n)
+
+    def update(self, r: F64) -> None:
+        """Add one standardised error per patient (NaN = none for that patient)."""
+        r = np.asarray(r, dtype=float)
+        ok = np.isfinite(r)
+        self.sum_r2[ok] += r[ok] ** 2
+        self.count[ok] += 1
+
+    def factor(self) -> F64:
+        """Current interval scale per patient (1)."""
+        return np.asarray(
+            np.sqrt((self.prior + self.sum_r2) / (self.prior + self.count)), dtype=float
+        )
+
+
 def rolling_forecast(
     twin: GlucoseEnKF,
     cgm: F64,
@@ -82,9 +111,7 @@ def rolling_forecast(
     twin.start(body_weight_kg, basal_u_min, glucose0=np.nan_to_num(first, nan=140.0))
     origins = np.arange(warmup_min, t_len - hmax, every_min)
     z = float(norm.ppf((1 + level) / 2))
-    # online calibration: sum of r^2 and counts per (horizon, patient)
-    r2 = {h: np.zeros(n) for h in horizons}
-    cnt = {h: np.zeros(n) for h in horizons}
+    cal = {h: IntervalCalibrator(n, calibration_prior) for h in horizons}
     raw_sd = {h: np.full((n, origins.size), np.nan) for h in horizons}
     qs = [(1 - level) / 2, 0.5, (1 + level) / 2]
     med = {h: np.full((n, origins.size), np.nan) for h in horizons}
@@ -101,10 +128,7 @@ def rolling_forecast(
                 for h in horizons:
                     jj = np.flatnonzero(origins[:j] + h == k)
                     if jj.size:
-                        r = (cgm[:, k] - med[h][:, jj[0]]) / raw_sd[h][:, jj[0]]
-                        ok = np.isfinite(r)
-                        r2[h][ok] += r[ok] ** 2
-                        cnt[h][ok] += 1
+                        cal[h].update((cgm[:, k] - med[h][:, jj[0]]) / raw_sd[h][:, jj[0]])
         if j < origins.size and k == origins[j]:
             if future_inputs == "known":
                 fi, fc = insulin[:, k : k + hmax], cho[:, k : k + hmax]
@@ -114,9 +138,7 @@ def rolling_forecast(
             for h in horizons:
                 q = np.quantile(samples[:, :, h], qs, axis=1)
                 raw_sd[h][:, j] = np.maximum((q[2] - q[0]) / (2 * z), 1e-6)
-                c = np.sqrt((calibration_prior + r2[h]) / (calibration_prior + cnt[h]))
-                if not calibrate:
-                    c = np.ones(n)
+                c = cal[h].factor() if calibrate else np.ones(n)
                 lo[h][:, j] = q[1] - c * (q[1] - q[0])
                 med[h][:, j] = q[1]
                 hi[h][:, j] = q[1] + c * (q[2] - q[1])
