@@ -275,7 +275,7 @@ def plots(cl: dict[str, object], tw: dict[str, np.ndarray]) -> None:
     fig, ax = plt.subplots(1, 2, figsize=(9, 4))
     bb, mpc = cl["bb"].metrics, cl["mpc"].metrics  # type: ignore[attr-defined]
     groups = np.array([n.split("#")[0] for n in cl["bb"].names])  # type: ignore[attr-defined]
-    for i, (k, lim) in enumerate((("tir", (30, 101)), ("tbr", (-1, 55)))):
+    for i, (k, lim) in enumerate((("tir", (0, 101)), ("tbr", (-1, 75)))):
         for g, mk in (("adolescent", "o"), ("adult", "s"), ("child", "^")):
             sel = groups == g
             ax[i].scatter(bb[k][sel], mpc[k][sel], marker=mk, label=g, alpha=0.8)
