@@ -168,7 +168,7 @@ def forecast_eval(seed: int) -> None:
         print(f"\n[forecast fold {test}: tuned on fold {tune} seed {TUNE_SEED} -> {best}; "
               f"{time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.1f}]")  # fmt: skip
         for name, cfg in (
-            ("white-noise twin (old default)", {"disturbance_sd": 0.0}),
+            ("previous twin (no disturbance), calibrated", {"disturbance_sd": 0.0}),
             ("tuned twin", best),
         ):
             ev = forecast_run(FOLDS[test], seed, cfg)
