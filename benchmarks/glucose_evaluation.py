@@ -2,18 +2,21 @@
 
 1. Closed loop on all 30 virtual patients, multi-day random meal scenarios: basal-bolus
    baseline vs MPC twin controller (TIR / TBR / TAR, LBGI / HBGI, CVGA zones).
-2. Cross-model personalisation and forecasts on patients not used to calibrate the
-   forecast model-error term (adolescents and children), CGM noise model GuardianRT.
+2. Forecasts on all 30 patients, 2-fold held out: twin settings tuned on one fold of
+   patients (seed 11), scored on the other fold (``--seed``), day 2 after a day of
+   personalisation; plus cross-model personalisation and cold-start forecasts on adolescents
+   and children (day 1), CGM noise model GuardianRT, CR boluses x U(0.8, 1.8).
 3. Predicted-hypoglycaemia alerts: precision, recall, lead time.
 4. Plots to docs/img/.
 
     .venv/bin/python benchmarks/glucose_evaluation.py [--days 3] [--seed 1] [--no-plots]
-        [--simglucose-baseline]
+        [--simglucose-baseline] [--only forecast|control]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -40,6 +43,11 @@ def _q(v: np.ndarray) -> str:
     return f"median {q[1]:6.2f} (10-90%: {q[0]:6.2f}-{q[2]:6.2f}) mean {v.mean():6.2f}"
 
 
+def _paired(d: np.ndarray) -> str:
+    q = np.percentile(d, [10, 50, 90])
+    return f"median {q[1]:+5.1f} (10-90%: {q[0]:+5.1f} to {q[2]:+5.1f})"
+
+
 def closed_loop_eval(days: int, seed: int) -> dict[str, object]:
     p = UVAPadovaParams.from_names(all_patient_names())
     meals = random_meal_scenario(p.n, days, np.random.default_rng(seed))
@@ -48,25 +56,30 @@ def closed_loop_eval(days: int, seed: int) -> dict[str, object]:
         t0 = time.perf_counter()
         r = closed_loop(p, meals, c, seed=seed)
         out[c] = r
-        print(
-            f"\n[closed loop, {c}, 30 patients x {days} d, {time.perf_counter() - t0:.0f} s, simulated]"
-        )
+        print(f"\n[closed loop, {c}, 30 patients x {days} d, seed {seed}, "
+              f"{time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.1f}, simulated]")  # fmt: skip
         for k in ("tir", "tbr", "tar", "lbgi", "hbgi"):
             print(f"  {k:5s}: {_q(r.metrics[k])}")
         zones, counts = np.unique(M.cvga_zone(r.bg), return_counts=True)
         print("  CVGA :", dict(zip(zones.tolist(), counts.tolist(), strict=True)))
-        for grp in ("adolescent", "adult", "child"):
-            idx = [i for i, n in enumerate(p.names) if n.startswith(grp)]
-            print(
-                f"  {grp:10s} TIR {r.metrics['tir'][idx].mean():5.1f}  TBR {r.metrics['tbr'][idx].mean():4.1f}"
-            )
     bb, mpc = out["bb"], out["mpc"]
+    print("  per patient: TIR / TBR / TAR (%) basal-bolus | MPC")
+    for i, name in enumerate(p.names):
+        b, q = bb.metrics, mpc.metrics  # type: ignore[attr-defined]
+        print(f"   {name:15s} {b['tir'][i]:5.1f} / {b['tbr'][i]:4.1f} / {b['tar'][i]:4.1f} | "
+              f"{q['tir'][i]:5.1f} / {q['tbr'][i]:4.1f} / {q['tar'][i]:4.1f}")  # fmt: skip
     d_tir = mpc.metrics["tir"] - bb.metrics["tir"]  # type: ignore[attr-defined]
     d_tbr = mpc.metrics["tbr"] - bb.metrics["tbr"]  # type: ignore[attr-defined]
-    print(f"  MPC - BB per patient: TIR {_q(d_tir)}; TBR {_q(d_tbr)}")
-    print(
-        f"  patients with higher TIR and no more TBR: {int(np.sum((d_tir > 0) & (d_tbr <= 0)))}/30"
-    )
+    print("  paired MPC - basal-bolus per patient (percentage points):")
+    for grp in ("all", "adolescent", "adult", "child"):
+        idx = np.array([grp == "all" or n.startswith(grp) for n in p.names])
+        better = (d_tir > 0) & (d_tbr <= 0)
+        not_worse = (d_tir >= 0) & (d_tbr <= 0)
+        print(f"   {grp:10s} TIR {bb.metrics['tir'][idx].mean():5.1f} -> {mpc.metrics['tir'][idx].mean():5.1f} "  # type: ignore[attr-defined]
+              f"TBR {bb.metrics['tbr'][idx].mean():4.1f} -> {mpc.metrics['tbr'][idx].mean():4.1f} (means); "  # type: ignore[attr-defined]
+              f"dTIR {_paired(d_tir[idx])}; dTBR {_paired(d_tbr[idx])}; "
+              f"higher TIR & no more TBR {int(better[idx].sum())}/{int(idx.sum())}, "
+              f"not worse {int(not_worse[idx].sum())}/{int(idx.sum())}")  # fmt: skip
     return out
 
 
@@ -119,6 +132,72 @@ def simglucose_bb_baseline() -> None:
     )
 
 
+#: forecast tuning folds: patients #001-#005 (A) and #006-#010 (B) of every age group
+FOLDS = {
+    "A": [f"{g}#{i:03d}" for g in ("adolescent", "adult", "child") for i in range(1, 6)],
+    "B": [f"{g}#{i:03d}" for g in ("adolescent", "adult", "child") for i in range(6, 11)],
+}
+TUNE_SEED = 11
+#: twin settings searched on the tuning fold (disturbance sd mg/dL/min, its time constant min)
+GRID = [
+    {"disturbance_sd": s, "disturbance_tau_min": t} for s in (0.5, 1.0, 2.0) for t in (60.0, 120.0)
+]
+
+
+def forecast_run(names: list[str], seed: int, cfg: dict[str, float]) -> object:
+    """Day 1 personalises the twin, day 2 is scored (origins every 15 min)."""
+    d = data(names, seed, hours=48)
+    return rolling_forecast(GlucoseEnKF(seed=seed, **cfg), d["y"], d["ins"], d["cho"], d["bw"],
+                            d["ub"], score_from_min=1440)  # fmt: skip
+
+
+def _fc_line(s: dict[str, float]) -> str:
+    return (f"RMSE {s['rmse_mg_dl']:5.1f} mg/dL  MARD {s['mard_pct']:5.1f} %  coverage "
+            f"{s['coverage_pct']:5.1f} %  Clarke A {s['clarke_A_pct']:5.1f} B {s['clarke_B_pct']:4.1f} "
+            f"C {s['clarke_C_pct']:3.1f} D {s['clarke_D_pct']:3.1f} E {s['clarke_E_pct']:3.1f} %")  # fmt: skip
+
+
+def forecast_eval(seed: int) -> None:
+    """2-fold: tune on one fold (seed TUNE_SEED), score the other fold on ``seed``."""
+    rows: dict[str, list[np.ndarray]] = {}
+    for tune, test in (("A", "B"), ("B", "A")):
+        t0 = time.perf_counter()
+        best = min(
+            GRID, key=lambda c: forecast_run(FOLDS[tune], TUNE_SEED, c).scores[30]["rmse_mg_dl"]
+        )  # type: ignore[attr-defined]
+        print(f"\n[forecast fold {test}: tuned on fold {tune} seed {TUNE_SEED} -> {best}; "
+              f"{time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.1f}]")  # fmt: skip
+        for name, cfg in (
+            ("previous twin (no disturbance), calibrated", {"disturbance_sd": 0.0}),
+            ("tuned twin", best),
+        ):
+            ev = forecast_run(FOLDS[test], seed, cfg)
+            print(f"  {name}, fold {test} seed {seed}, day 2 (simulated):")
+            for h, sc in ev.scores.items():  # type: ignore[attr-defined]
+                print(f"   {h:3d} min: {_fc_line(sc)}")
+            if name == "tuned twin":
+                for h in ev.horizons:  # type: ignore[attr-defined]
+                    rows.setdefault(f"{h}", []).append(
+                        np.stack([ev.median[h], ev.reference[h], ev.low[h], ev.high[h]])
+                    )  # type: ignore[attr-defined]
+                rows.setdefault("names", []).append(np.array(FOLDS[test]))
+                rows.setdefault("scored", []).append(ev.origins >= 1440)  # type: ignore[attr-defined]
+    names = np.concatenate(rows["names"])
+    print(f"\n[forecast, all 30 patients held out (2 folds), seed {seed}, day 2, simulated]")
+    for grp in ("all", "adolescent", "adult", "child"):
+        sel = np.array([grp == "all" or n.startswith(grp) for n in names])
+        print(f"  {grp}:")
+        for h in (30, 60, 120):
+            a = np.concatenate(rows[f"{h}"], axis=1)[:, :, rows["scored"][0]]
+            med, ref, lo, hi = (a[i][sel] for i in range(4))
+            ok = np.isfinite(ref)
+            z = M.zone_percentages(ref[ok], med[ok])
+            per = [M.rmse(med[i], ref[i]) for i in range(med.shape[0])]
+            print(f"   {h:3d} min: RMSE {M.rmse(med, ref):5.1f} mg/dL (per patient {_q(np.array(per))})  "
+                  f"MARD {M.mard(med, ref):5.1f} %  coverage {M.coverage(ref[ok], lo[ok], hi[ok]):5.1f} %  "
+                  f"Clarke A {z['A']:5.1f} B {z['B']:4.1f} C {z['C']:3.1f} D {z['D']:3.1f} E {z['E']:3.1f} %")  # fmt: skip
+
+
 def data(names: list[str], seed: int, hours: int = 24) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     p = UVAPadovaParams.from_names(names)
@@ -144,7 +223,10 @@ def twin_eval(seed: int) -> dict[str, np.ndarray]:
     print(f"\n[personalisation, EnKF, {len(names)} adolescents+children, 24 h, simulated]")
     print(f"  24-h fit RMSE vs true Gs (mg/dL): {_q(np.array(fit))}")
     ev = rolling_forecast(GlucoseEnKF(seed=seed), d["y"], d["ins"], d["cho"], d["bw"], d["ub"])
-    print("  forecasts (reference = noisy CGM at origin + horizon, 90 % intervals):")
+    print(
+        "  forecasts, cold start (day 1 from 2 h; reference = noisy CGM at origin + horizon,"
+        " 90 % intervals):"
+    )
     for h, s in ev.scores.items():
         print(f"   {h:3d} min: RMSE {s['rmse_mg_dl']:5.1f} mg/dL  MARD {s['mard_pct']:5.1f} %  "
               f"coverage {s['coverage_pct']:5.1f} %  Clarke A {s['clarke_A_pct']:5.1f} B "
@@ -160,32 +242,6 @@ def twin_eval(seed: int) -> dict[str, np.ndarray]:
     print(f"  hyper alerts (>250 within 30 min): precision {sh.precision:.2f}, recall {sh.recall:.2f}, "
           f"median lead {sh.median_lead_min:.0f} min ({sh.n_alerts} alerts, {sh.n_events} episodes)")  # fmt: skip
     return {**d, "filtered": f.filtered_, "names": np.array(names)}
-
-
-def adult_calibration() -> None:
-    """The set forecast_walk_sd was calibrated on: adults #001-#010, 3 meals, CR boluses."""
-    rng = np.random.default_rng(1)
-    names = [f"adult#{i:03d}" for i in range(1, 11)]
-    p = UVAPadovaParams.from_names(names)
-    n, t = p.n, 1440
-    meals = np.zeros((n, t))
-    ins = np.tile(p.basal_u_per_min[:, None], (1, t))
-    for tm, g in ((420, 45), (720, 70), (1080, 80)):
-        tt = tm + rng.integers(-30, 30, n)
-        gg = g * rng.uniform(0.7, 1.3, n)
-        meals[np.arange(n), tt] = gg
-        ins[np.arange(n), tt] += gg / p.quest["CR"]
-    r = simulate_uva_padova(p, meals, ins)
-    ts, cgm = CGMSensor.named("GuardianRT").measure(r.t, r.gsub, rng)
-    y = np.full((n, t + 1), np.nan)
-    y[:, ts.astype(int)] = cgm
-    pad = np.zeros((n, 1))
-    ev = rolling_forecast(GlucoseEnKF(seed=0), y, np.hstack([r.insulin, pad]),
-                          np.hstack([r.cho, pad]), p["BW"], p.basal_u_per_min)  # fmt: skip
-    print("\n[forecast calibration set: adults #001-#010, 24 h, simulated]")
-    for h, s in ev.scores.items():
-        print(f"   {h:3d} min: RMSE {s['rmse_mg_dl']:5.1f} mg/dL  MARD {s['mard_pct']:5.1f} %  "
-              f"coverage {s['coverage_pct']:5.1f} %  Clarke A+B {s['clarke_A_pct'] + s['clarke_B_pct']:5.1f} %")  # fmt: skip
 
 
 def plots(cl: dict[str, object], tw: dict[str, np.ndarray]) -> None:
@@ -215,14 +271,21 @@ def plots(cl: dict[str, object], tw: dict[str, np.ndarray]) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(IMG / "glucose-protocol.png", dpi=110)
-    # 2. closed loop distribution
-    fig, ax = plt.subplots(1, 2, figsize=(8, 3.5))
-    for i, k in enumerate(("tir", "tbr")):
-        ax[i].boxplot(
-            [cl["bb"].metrics[k], cl["mpc"].metrics[k]], tick_labels=["basal-bolus", "MPC twin"]
-        )  # type: ignore[attr-defined]
-        ax[i].set_ylabel(f"{k.upper()} (%)")
-    fig.suptitle("30 virtual patients, closed loop (simulated)")
+    # 2. closed loop: paired per patient, by age group
+    fig, ax = plt.subplots(1, 2, figsize=(9, 4))
+    bb, mpc = cl["bb"].metrics, cl["mpc"].metrics  # type: ignore[attr-defined]
+    groups = np.array([n.split("#")[0] for n in cl["bb"].names])  # type: ignore[attr-defined]
+    for i, (k, lim) in enumerate((("tir", (0, 101)), ("tbr", (-1, 75)))):
+        for g, mk in (("adolescent", "o"), ("adult", "s"), ("child", "^")):
+            sel = groups == g
+            ax[i].scatter(bb[k][sel], mpc[k][sel], marker=mk, label=g, alpha=0.8)
+        ax[i].plot(lim, lim, "k--", lw=0.8)
+        ax[i].set(xlim=lim, ylim=lim, xlabel=f"basal-bolus {k.upper()} (%)",
+                  ylabel=f"MPC twin {k.upper()} (%)")  # fmt: skip
+    ax[0].set_title("TIR: above the diagonal = MPC better")
+    ax[1].set_title("TBR: below the diagonal = MPC better")
+    ax[0].legend(fontsize=8)
+    fig.suptitle("30 virtual patients, 3 days, paired per patient (simulated)")
     fig.tight_layout()
     fig.savefig(IMG / "glucose-closed-loop.png", dpi=110)
     # 3. forecast/filter example + what-if
@@ -254,12 +317,19 @@ def main() -> None:
     ap.add_argument(
         "--simglucose-baseline", action="store_true", help="also run simglucose (~1 min)"
     )
+    ap.add_argument("--only", choices=["forecast", "control"], help="run one part only")
     a = ap.parse_args()
+    if a.only == "forecast":
+        forecast_eval(a.seed)
+        return
+    if a.only == "control":
+        closed_loop_eval(a.days, a.seed)
+        return
     cl = closed_loop_eval(a.days, a.seed)
     simglucose_scenario_adult001()
     if a.simglucose_baseline:
         simglucose_bb_baseline()
-    adult_calibration()
+    forecast_eval(a.seed)
     tw = twin_eval(a.seed)
     if not a.no_plots:
         plots(cl, tw)

@@ -7,18 +7,24 @@ results are simulated (UVA/Padova virtual patients, CGM noise) and labelled so.
   meal of C g a bolus C/CR + [CGM > 150] (CGM - 140)/CF (U).
 * Personalised CR (g/U) and CF (mg/dL/U) from a Bergman twin (closed form, see
   :func:`personalised_bolus_parameters`), one value per ensemble member (→ 95 % interval).
-* MPC: every ``period`` min choose the basal multiplier m ∈ {0, 0.5, …, max_multiplier}
-  minimising Σ_k [(G_k - target)^2 + effort (m - 1)^2] over the horizon (5-min steps),
-  subject to the ensemble 10th percentile of predicted glucose ≥ ``hypo_guard`` (else
-  suspend); meals keep their CR bolus. Defaults (target 130, guard 110, effort 20, max 2)
-  were tuned on a separate 1-day scenario (seed 7).
+* MPC (:class:`MPCSettings`): every ``period`` min choose the basal multiplier
+  m ∈ {0, 0.25, …, 1.5, 2, 3} minimising, over the twin's ensemble and a 120-min horizon
+  (5-min steps), Σ_k [(G_k − 150)₊² + 10 (100 − G_k)₊² + effort (m − 1)²] (a dead band:
+  no cost while predicted glucose stays in 100–150 mg/dL, lows weigh 10× highs; the
+  Kovatchev risk and (G − 130)² are options), subject to the ensemble median
+  (``guard_quantile``) of predicted minimum glucose ≥ ``hypo_guard`` = 80 mg/dL (else
+  suspend; a 10th-percentile guard suspended on sensor noise and lost TIR on the tuning
+  scenario). Meals get the
+  same bolus as the baseline. The predictions include the twin's model-error disturbance.
+  Defaults were chosen on a separate tuning scenario only (1 day, seed 7, all 30
+  patients); the evaluation uses other seeds.
 * Bellman policy: value iteration on a discretised glucose grid with transition
   probabilities from the twin (γ-discounted, reward = −BG risk index).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -94,6 +100,41 @@ def personalised_bolus_parameters(twin: GlucoseEnKF) -> dict[str, tuple[F64, F64
     return out
 
 
+#: basal multipliers the MPC chooses from (finer near 1 than :data:`MULTIPLIERS`)
+MPC_MULTIPLIERS = np.array([0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0])
+
+
+def bg_risk(g: F64) -> F64:
+    """Kovatchev BG risk r(G) = 10 f(G)^2, f = 1.509 ((ln G)^1.084 - 5.381) (G in mg/dL).
+
+    Asymmetric in G: zero at 112.5 mg/dL and equal (7.7) at 70 and 180 mg/dL, so it
+    weighs a fall of 40 mg/dL below range like a rise of 110 mg/dL above it.
+    """
+    f = 1.509 * (np.log(np.clip(g, 1.0, None)) ** 1.084 - 5.381)
+    return np.asarray(10.0 * f * f, dtype=float)
+
+
+@dataclass
+class MPCSettings:
+    """MPC tuning (see :func:`closed_loop`); defaults chosen on the tuning scenario only."""
+
+    horizon: int = 120
+    cost: str = "band"  # "band", "risk" (Kovatchev) or "quadratic" ((G - target)^2)
+    target: float = 130.0
+    #: "band" cost: (G - band_high)^2 above, low_weight (band_low - G)^2 below (mg/dL)^2
+    band_low: float = 100.0
+    band_high: float = 150.0
+    low_weight: float = 10.0
+    hypo_guard: float = 80.0
+    guard_quantile: float = 0.5
+    effort: float = 60.0
+    multipliers: F64 = field(default_factory=lambda: MPC_MULTIPLIERS.copy())
+    n_members: int = 20
+    #: meal-bolus scales tried at an announced meal (basal at 1x; horizon ``meal_horizon``)
+    bolus_scales: tuple[float, ...] = (1.0,)
+    meal_horizon: int = 240
+
+
 def closed_loop(
     params: UVAPadovaParams,
     meals: F64,
@@ -102,20 +143,19 @@ def closed_loop(
     seed: int = 0,
     sensor: CGMSensor | None = None,
     period: int = 5,
-    horizon: int = 120,
-    target: float = 130.0,
-    hypo_guard: float = 110.0,
-    n_members: int = 20,
-    effort: float = 20.0,
-    max_multiplier: float = 2.0,
+    mpc: MPCSettings | None = None,
+    log: list[dict[str, F64]] | None = None,
 ) -> ClosedLoopResult:
     """Simulate N virtual patients under ``controller`` ('bb' baseline or 'mpc').
 
-    Both controllers see only the CGM and the announced meals; the MPC personalises an
-    EnKF Bergman twin online from that CGM and the insulin it gave.
+    Both controllers see only the CGM and the announced meals and give the same meal bolus
+    (C/CR + [CGM > 150] (CGM - 140)/CF); the MPC personalises an EnKF Bergman twin online
+    from that CGM and the insulin it gave and modulates the basal rate every ``period`` min.
+    ``log`` (optional list) receives the MPC's decisions (time, multiplier, guard quantile).
     """
     if controller not in ("bb", "mpc"):
         raise ValueError(f"controller must be 'bb' or 'mpc', got {controller!r}")
+    cfg = mpc or MPCSettings()
     rng = np.random.default_rng(seed)
     sensor = sensor or CGMSensor.named("Dexcom")
     n, t_len = meals.shape
@@ -132,7 +172,7 @@ def closed_loop(
     twin = None
     rate = basal.copy()
     if controller == "mpc":
-        twin = GlucoseEnKF(n_members=n_members, seed=seed)
+        twin = GlucoseEnKF(n_members=cfg.n_members, seed=seed)
         twin.start(params["BW"], basal, glucose0=last)
     for k in range(t_len):
         j = k / sensor.sample_time
@@ -142,14 +182,17 @@ def closed_loop(
             if twin is not None:
                 twin.assimilate(last)
         meal = meals[:, k]
-        bolus = np.where(meal > 0, meal / cr, 0.0)
-        if controller == "bb":
-            bolus = bolus + np.where(meal > 0, (last > 150) * (last - 140.0) / cf, 0.0)
-            rate = basal
-        elif twin is not None and k % period == 0:
-            rate = basal * _mpc_choose(
-                twin, basal, meal, bolus, horizon, target, hypo_guard, effort, max_multiplier
-            )
+        bolus = np.where(meal > 0, meal / cr + (last > 150) * (last - 140.0) / cf, 0.0)
+        if twin is not None and len(cfg.bolus_scales) > 1 and (meal > 0).any():
+            sc = np.asarray(cfg.bolus_scales, dtype=float)
+            scale, _g = _mpc_choose(twin, basal, meal, bolus, cfg, np.ones_like(sc), sc,
+                                    cfg.meal_horizon)  # fmt: skip
+            bolus = np.where(meal > 0, bolus * scale, bolus)
+        if twin is not None and k % period == 0:
+            mult, guard = _mpc_choose(twin, basal, meal, bolus, cfg)
+            rate = basal * mult
+            if log is not None:
+                log.append({"t": np.full(n, float(k)), "multiplier": mult, "guard_q": guard})
         u = rate + bolus
         sim.step(meal, u)
         if twin is not None:
@@ -165,39 +208,62 @@ def _mpc_choose(
     basal: F64,
     meal: F64,
     bolus: F64,
-    horizon: int,
-    target: float,
-    hypo_guard: float,
-    effort: float = 0.0,
-    max_multiplier: float = 3.0,
-) -> F64:
-    """Basal multiplier (N,) chosen by the MPC from the twin's ensemble (5-min RK4 steps)."""
-    n, m, kc = twin.n_twins_, twin.n_members, MULTIPLIERS.size
-    reps = kc
-    x = np.tile(twin.ens_[:N_STATES], (1, reps))  # columns: candidate-major, then twin, member
-    theta = np.tile(twin.ens_[N_STATES:], (1, reps))
-    p = _params_from_theta(theta, np.tile(twin.bw_, reps), np.tile(twin.ub_, reps))
-    mult = np.repeat(MULTIPLIERS, n * m)
-    base_rate = np.tile(np.repeat(basal, m), reps) * mult
-    x[5] += np.tile(np.repeat(1000.0 * meal, m), reps)
-    x[3] += np.tile(np.repeat(bolus, m), reps)
-    steps = horizon // 5
+    cfg: MPCSettings,
+    mults: F64 | None = None,
+    scales: F64 | None = None,
+    horizon: int | None = None,
+) -> tuple[F64, F64]:
+    """Chosen candidate (N,) and its predicted guard quantile of min glucose (mg/dL).
+
+    Candidates are pairs (basal multiplier, meal-bolus scale); by default the settings'
+    multipliers with the bolus as given, the multiplier is returned. With ``scales`` (and
+    ``mults`` of the same length) the chosen bolus scale is returned instead.
+
+    Every candidate multiplier is simulated on every ensemble member over the horizon
+    (5-min RK4 steps, the member's disturbance relaxing as in the twin's forecasts). Cost:
+    mean over members of the summed risk (or squared deviation) plus ``effort`` per step
+    times (m - 1)^2. Candidates whose ``guard_quantile`` of predicted minimum glucose is below
+    ``hypo_guard`` are excluded; if none is left the pump suspends (m = 0).
+    """
+    choose_scale = scales is not None
+    mults = np.asarray(cfg.multipliers if mults is None else mults, dtype=float)
+    scales = np.ones_like(mults) if scales is None else np.asarray(scales, dtype=float)
+    n, m, kc = twin.n_twins_, twin.n_members, mults.size
+    x = np.tile(twin.ens_[:N_STATES], (1, kc))  # columns: candidate-major, then twin, member
+    theta = np.tile(twin.ens_[N_STATES:], (1, kc))
+    p = _params_from_theta(theta, np.tile(twin.bw_, kc), np.tile(twin.ub_, kc))
+    mult = np.repeat(mults, n * m)
+    base_rate = np.tile(np.repeat(basal, m), kc) * mult
+    x[5] += np.tile(np.repeat(1000.0 * meal, m), kc)
+    x[3] += np.tile(np.repeat(bolus, m), kc) * np.repeat(scales, n * m)
+    dist = np.tile(twin.dist_, kc)
+    decay = np.exp(-5.0 / twin.disturbance_tau_min)
+    steps = (cfg.horizon if horizon is None else horizon) // 5
     cost = np.zeros(x.shape[1])
     gmin = np.full(x.shape[1], np.inf)
     u = np.stack([base_rate, np.zeros_like(base_rate)])
     for _ in range(steps):
         x = bergman_step(x, u, p, dt=5.0)
-        cost += (x[0] - target) ** 2
+        x[0] = np.maximum(x[0] + 5.0 * dist, 1.0)
+        dist = decay * dist
+        if cfg.cost == "risk":
+            cost += bg_risk(x[0])
+        elif cfg.cost == "band":
+            cost += np.maximum(x[0] - cfg.band_high, 0.0) ** 2
+            cost += cfg.low_weight * np.maximum(cfg.band_low - x[0], 0.0) ** 2
+        else:
+            cost += (x[0] - cfg.target) ** 2
         gmin = np.minimum(gmin, x[0])
     cost = cost.reshape(kc, n, m).mean(axis=2)  # (K, N)
-    # effort: penalty (mg/dL)^2 per step per unit squared deviation of the rate from basal
-    cost = cost + (effort * steps * (MULTIPLIERS - 1.0) ** 2)[:, None]
-    cost[max_multiplier < MULTIPLIERS] = np.inf
-    safe = np.quantile(gmin.reshape(kc, n, m), 0.1, axis=2) >= hypo_guard
-    cost = np.where(safe, cost, np.inf)
+    cost = cost + (cfg.effort * steps * ((mults - 1.0) ** 2 + (scales - 1.0) ** 2))[:, None]
+    guard = np.quantile(gmin.reshape(kc, n, m), cfg.guard_quantile, axis=2)  # (K, N)
+    cost = np.where(guard >= cfg.hypo_guard, cost, np.inf)
     best = np.argmin(cost, axis=0)
-    best = np.where(np.isfinite(cost.min(axis=0)), best, 0)
-    return np.asarray(MULTIPLIERS[best], dtype=float)
+    safest = int(np.argmin(scales)) if choose_scale else int(np.argmin(mults))
+    best = np.where(np.isfinite(cost.min(axis=0)), best, safest)
+    cols = np.arange(n)
+    chosen = scales[best] if choose_scale else mults[best]
+    return np.asarray(chosen, dtype=float), np.asarray(guard[best, cols], dtype=float)
 
 
 # -- Bellman policy -----------------------------------------------------------------------
