@@ -316,14 +316,31 @@ def _rng_from(js: dict[str, Any]) -> np.random.Generator:
     return rng
 
 
-_HYPER = ("n_members", "obs_sd", "glucose_process_sd", "theta_walk_sd", "forecast_walk_sd", "seed")
+_HYPER = (
+    "n_members",
+    "obs_sd",
+    "glucose_process_sd",
+    "theta_walk_sd",
+    "forecast_walk_sd",
+    "seed",
+    "disturbance_sd",
+    "disturbance_tau_min",
+)
+
+
+def _b64(a: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(a, dtype="<f8").tobytes()).decode()
+
+
+def _unb64(s: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(s), dtype="<f8").astype(float)
 
 
 def _filter_state(tw: GlucoseEnKF) -> dict[str, Any]:
-    ens = np.ascontiguousarray(tw.ens_, dtype="<f8")
     return {
-        "ensemble": base64.b64encode(ens.tobytes()).decode(),
-        "shape": list(ens.shape),
+        "ensemble": _b64(tw.ens_),
+        "shape": list(tw.ens_.shape),
+        "disturbance": _b64(tw.dist_),  # model-error state (mg/dL/min) per member
         "rng": _rng_json(tw.rng_),
         "bw_kg": float(tw.bw_[0]),
         "basal_u_min_prior": float(tw.ub_[0]),
@@ -335,12 +352,14 @@ def restore_filter(payload: dict[str, Any]) -> GlucoseEnKF:
     """The EnKF of a ``twin.state`` payload, exactly as it was saved (ensemble and RNG)."""
     tw = GlucoseEnKF(**payload["hyper"])
     shape = tuple(payload["shape"])
-    ens = np.frombuffer(base64.b64decode(payload["ensemble"]), dtype="<f8").reshape(shape)
+    ens = _unb64(payload["ensemble"]).reshape(shape)
     m = shape[1]
     tw.n_twins_ = 1
     tw.bw_ = np.full(m, float(payload["bw_kg"]))
     tw.ub_ = np.full(m, float(payload["basal_u_min_prior"]))
-    tw.ens_ = ens.astype(float).copy()
+    tw.ens_ = ens.copy()
+    # payloads saved before the disturbance state existed restore it as zero
+    tw.dist_ = _unb64(payload["disturbance"]) if "disturbance" in payload else np.zeros(m)
     tw.t_ = float(payload["minute"])
     tw.rng_ = _rng_from(payload["rng"])
     return tw
