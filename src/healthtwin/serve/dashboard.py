@@ -98,7 +98,9 @@ class BrowserMiddleware:
 
         async def send_wrap(message: Any) -> None:
             if message["type"] == "http.response.start":
-                hs = [h for h in message.get("headers", []) if h[0].lower() != SECURITY_HEADERS[0][0]]
+                hs = [
+                    h for h in message.get("headers", []) if h[0].lower() != SECURITY_HEADERS[0][0]
+                ]
                 message = dict(message, headers=hs + SECURITY_HEADERS)
             await send(message)
 
@@ -253,7 +255,7 @@ async def login_submit(request: Request) -> Response:
         raise HTTPException(413, "login form is larger than 16 KiB")
     form = parse_qs(body.decode("utf-8", "replace"))
     token = (form.get("token") or [""])[0].strip()
-    nxt = _safe_next((form.get("next") or [None])[0])
+    nxt = _safe_next((form.get("next") or [""])[0])
     try:
         if not token:
             raise AuthError("no token given")
@@ -361,15 +363,13 @@ async def _patient_page(
     gw = gateway_of(request)
     now = datetime.now(UTC)
     rows = await gw.call(gw.store.state, t["twin_id"], None, None)
-    values = []
+    values: list[dict[str, Any]] = []
     for r in rows:
         v = state_value(r)
         age, age_d = _age(v.effective, now)
         shown, unit = _shown(v)
-        values.append(
-            {"v": v, "shown": shown, "unit": unit, "age": age, "flags": _flags(v, age_d)}
-        )
-    values.sort(key=lambda x: (x["v"].display or x["v"].code).lower())
+        values.append({"v": v, "shown": shown, "unit": unit, "age": age, "flags": _flags(v, age_d)})
+    values.sort(key=lambda x: str(x["v"].display or x["v"].code).lower())
     readings = await gw.call(queries.glucose_series, gw.store, t["subject"], None)
     gs = glucose_summary(readings, 24.0)
     counts = await gw.call(_numeric_codes, gw.store, t["subject"])
@@ -477,7 +477,9 @@ class CompareRequest(Strict):
     extra: int = Field(default=1, ge=-5, le=10, description="servers added (negative: removed)")
     replications: int = Field(default=5, ge=2, le=30)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    horizon_days: float = Field(default=7.0, gt=0, le=30)
+    horizon_days: float = Field(
+        default=7.0, gt=0, le=30, description="days simulated after the spec's warm-up"
+    )
 
 
 @router.post("/ui/twins/{prefix}/{id}/compare")
@@ -504,7 +506,8 @@ async def facility_compare(
     if body.spec not in bundled_specs():
         raise HTTPException(422, f"spec {body.spec!r} is not one of {bundled_specs()}")
     sp = load_spec(body.spec)
-    sp = sp.model_copy(update={"horizon": body.horizon_days * 1440.0})
+    # days measured after the spec's warm-up (a horizon inside the warm-up measures nothing)
+    sp = sp.model_copy(update={"horizon": sp.warmup + body.horizon_days * 1440.0})
     if body.station not in sp.stations:
         raise HTTPException(422, f"station {body.station!r} is not in spec {body.spec!r}")
     name = f"{body.extra:+d} {body.station}"

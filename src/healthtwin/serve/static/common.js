@@ -51,7 +51,9 @@
   HT.num = function (x, digits) {
     if (x === null || x === undefined || !isFinite(x)) { return '—'; }
     var d = digits === undefined ? 4 : digits;
-    return Number(x).toPrecision(d).replace(/\.?0+$/, '').replace(/\.?0+e/, 'e');
+    var s = Number(x).toPrecision(d);
+    if (s.indexOf('e') < 0 && s.indexOf('.') >= 0) { s = s.replace(/0+$/, '').replace(/\.$/, ''); }
+    return s;
   };
 
   HT.secs = function (iso) { return Date.parse(iso) / 1000; };
@@ -79,6 +81,22 @@
   };
 
   HT.utcDate = function (ts) { return uPlot.tzDate(new Date(ts * 1e3), 'Etc/UTC'); };
+
+  // A UTC time axis with 24-h labels: HH:MM within a day, MM-DD HH:MM within a month, else dates.
+  HT.timeAxis = function () {
+    return {
+      space: 70,
+      values: function (u, splits) {
+        var span = splits.length > 1 ? splits[splits.length - 1] - splits[0] : 0;
+        return splits.map(function (s) {
+          var iso = new Date(s * 1000).toISOString();
+          if (span <= 86400) { return iso.slice(11, 16); }
+          if (span <= 31 * 86400) { return iso.slice(5, 10) + ' ' + iso.slice(11, 16); }
+          return iso.slice(0, 10);
+        });
+      }
+    };
+  };
 
   // (Re)draw a uPlot chart in the element with id `id`; kept in HT.charts[id] for tests.
   HT.chart = function (id, opts, data) {

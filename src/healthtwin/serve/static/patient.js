@@ -25,7 +25,7 @@
       series: [{ label: 'effective (UTC)' },
                { label: timeline.code + (unit ? ' [' + unit + ']' : ''), stroke: HT.colors.data,
                  width: 1.5, points: { show: true, size: 5 } }],
-      axes: [{}, { label: unit }]
+      axes: [HT.timeAxis(), { label: unit }]
     }, timelineData());
   }
 
@@ -101,7 +101,7 @@
                    { label: (50 - pct / 2) + ' % (simulated)', stroke: HT.colors.bandLine, spanGaps: true },
                    { label: (50 + pct / 2) + ' % (simulated)', stroke: HT.colors.bandLine, spanGaps: true }],
           bands: [{ series: [4, 3], fill: HT.colors.band }],
-          axes: [{}, { label: 'mg/dL' }]
+          axes: [HT.timeAxis(), { label: 'mg/dL' }]
         }, data);
         HT.meta(meta, [
           ['Result', 'simulated (model output, not a measurement)'],
@@ -202,7 +202,7 @@
     set('value', HT.num(v.value));
     set('unit', v.unit || '');
     set('effective', HT.utc(v.effective));
-    set('age', 'live: ' + HT.utc(when) + ' UTC recorded');
+    set('age', 'live, recorded ' + HT.utc(when) + ' UTC');
     set('source', rid + ' (live)');
     set('flags', '');
     row.classList.add('updated');
