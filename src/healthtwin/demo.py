@@ -128,13 +128,20 @@ class SseCounter(threading.Thread):
             self.ready.set()
 
 
-def stream(url: str, token: str, interval_s: float, seed: int, stop: threading.Event) -> list[str]:
-    """Post device readings until ``stop``; returns the ids the server acknowledged (201/200)."""
+def stream(
+    url: str,
+    token: str,
+    interval_s: float,
+    seed: int,
+    stop: threading.Event,
+    acked: list[str],
+    server: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Post device readings until ``stop`` (or the server exits); acknowledged ids -> ``acked``."""
     import httpx
 
     from healthtwin.demo_feed import device_stream
 
-    acked: list[str] = []
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as c:
         origin = datetime.now(UTC)
         for obs in device_stream(DEMO_PATIENT, wall_clock(interval_s, stop), seed, origin):
@@ -148,6 +155,10 @@ def stream(url: str, token: str, interval_s: float, seed: int, stop: threading.E
             except httpx.HTTPError as exc:
                 if stop.is_set():
                     break
+                if server is not None and server.poll() is not None:
+                    print(f"the server exited ({server.returncode}): stopping", file=sys.stderr)
+                    stop.set()
+                    break
                 print(f"device stream: {exc}", file=sys.stderr)
                 continue
             if r.status_code in (200, 201):
@@ -159,7 +170,6 @@ def stream(url: str, token: str, interval_s: float, seed: int, stop: threading.E
                 )
             else:
                 print(f"device stream: {r.status_code} {r.text[:200]}", file=sys.stderr)
-    return acked
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     server = subprocess.Popen(
         [sys.executable, "-m", "healthtwin", "serve", "--store", str(store), "--port", str(port)],
         env=env,
-        start_new_session=args.duration is not None,  # smoke: the demo alone stops it
+        # its own session: a terminal's Ctrl-C reaches the demo only, which then stops the
+        # server with exactly one SIGINT (a second one would make uvicorn skip its shutdown)
+        start_new_session=True,
     )
     stop = threading.Event()
     acked: list[str] = []
@@ -196,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
     try:
         wait_ready(url, server)
         ttl = 12 * 3600
@@ -231,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             timer = threading.Timer(args.duration, stop.set)
             timer.daemon = True
             timer.start()
-        acked = stream(url, dev, args.interval, args.seed, stop)
+        stream(url, dev, args.interval, args.seed, stop, acked, server)
     except KeyboardInterrupt:
         interrupted = True
         stop.set()
