@@ -59,6 +59,10 @@ SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
 ]
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+#: FastAPI's interactive API docs (Swagger UI / ReDoc) load their scripts from a CDN with an
+#: inline bootstrap script: they cannot run under CSP, so they get none (and no dashboard
+#: page links to them; the dashboard links /openapi.json)
+NO_CSP = ("/docs", "/redoc")
 #: a value older than this is flagged "old" on the patient page (days)
 OLD_AFTER_D = 90.0
 #: a CGM gap longer than this is reported as bridged by the model (min)
@@ -96,8 +100,11 @@ class BrowserMiddleware:
                 headers.append((b"authorization", b"Bearer " + token.encode("latin-1")))
                 scope["headers"] = headers
 
+        path = str(scope.get("path", ""))
+        exempt = path == NO_CSP[0] or path.startswith(NO_CSP)
+
         async def send_wrap(message: Any) -> None:
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start" and not exempt:
                 hs = [
                     h for h in message.get("headers", []) if h[0].lower() != SECURITY_HEADERS[0][0]
                 ]
