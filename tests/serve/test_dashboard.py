@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from serve_helpers import PAT_A, auth
 
 from healthtwin.serve.app import api_routes
-from healthtwin.serve.dashboard import CSP, COOKIE, glucose_summary
+from healthtwin.serve.dashboard import COOKIE, CSP, glucose_summary
 
 REQUIRED = (
     "default-src 'self'",
