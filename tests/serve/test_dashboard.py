@@ -160,6 +160,7 @@ def test_every_page_route_has_a_policy(client: TestClient) -> None:
     ("values", "alerts", "gaps"),
     [
         ([100, 65, 50, 190, 260, 120], ["very-high", "high", "urgent-low", "low"], 0),
+        ([100, 190, 200, 195, 100, 60], ["low", "high"], 0),
         ([100, 110], [], 0),
     ],
 )
@@ -170,6 +171,10 @@ def test_glucose_summary_thresholds(values: list[float], alerts: list[str], gaps
     rs = [(t0 + timedelta(minutes=5 * i), float(v)) for i, v in enumerate(values)]
     s = glucose_summary(rs, 24.0)
     assert [a["level"] for a in s.alerts] == alerts  # newest first
+    for a in s.alerts:  # an episode: its readings, its extreme value
+        run = [v for t, v in rs if a["start"] <= t <= a["end"]]
+        assert a["n"] == len(run)
+        assert a["value"] == (min(run) if "low" in a["level"] else max(run))
     assert len(s.gaps) == gaps and s.readings == len(values)
     rs2 = rs + [(rs[-1][0] + timedelta(minutes=40), 100.0)]
     g = glucose_summary(rs2, 24.0).gaps

@@ -172,7 +172,11 @@ class Page:
 
     def csp_clean(self) -> None:
         v = self.page.evaluate("window.__csp")
-        bad = [c for c in self.console if "Content Security Policy" in c or "pageerror" in c]
+        bad = [
+            c
+            for c in self.console
+            if "Content Security Policy" in c or "pageerror" in c or "404" in c
+        ]
         assert v == [] and bad == [], (v, bad)
 
     def axe(self, name: str) -> None:

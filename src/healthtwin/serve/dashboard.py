@@ -207,7 +207,12 @@ class GlucoseSummary:
 
 
 def glucose_summary(readings: list[tuple[datetime, float]], window_h: float) -> GlucoseSummary:
-    """Readings, gaps (> GAP_MIN min) and threshold alerts over the last ``window_h`` h of data."""
+    """Readings, gaps (> GAP_MIN min) and alert episodes over the last ``window_h`` h of data.
+
+    An episode is a run of consecutive readings at the same alert level (the server's glucose
+    thresholds): level, first and last time, number of readings, and the extreme value (the
+    lowest for low levels, the highest for high ones). Newest first, at most 20.
+    """
     from healthtwin.serve.services import ALERT_RULES, HIGH_RULES
 
     if not readings:
@@ -219,14 +224,21 @@ def glucose_summary(readings: list[tuple[datetime, float]], window_h: float) -> 
         m = (t1 - t0).total_seconds() / 60.0
         if m > GAP_MIN:
             gaps.append((utc(t0) or t0, m))
-    alerts = []
+    alerts: list[dict[str, Any]] = []
+    prev: str | None = None
     for t, v in use:
         level = next((lv for thr, _d, lv in ALERT_RULES if v < thr), None)
         if level is None:
             level = next((lv for thr, _d, lv in HIGH_RULES if v > thr), None)
-        if level is not None:
-            alerts.append({"level": level, "value": v, "effective": utc(t)})
-    return GlucoseSummary(len(use), window_h, utc(last), gaps, alerts[::-1][:50])
+        if level is not None and level == prev:
+            ep = alerts[-1]
+            ep["end"], ep["n"] = utc(t), ep["n"] + 1
+            low = "low" in level
+            ep["value"] = min(ep["value"], v) if low else max(ep["value"], v)
+        elif level is not None:
+            alerts.append({"level": level, "value": v, "start": utc(t), "end": utc(t), "n": 1})
+        prev = level
+    return GlucoseSummary(len(use), window_h, utc(last), gaps, alerts[::-1][:20])
 
 
 # ---------------------------------------------------------------------------- login

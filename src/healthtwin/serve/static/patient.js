@@ -227,11 +227,27 @@
     n.textContent = String(Number(n.textContent) + 1);
   }
 
+  // A live alert extends the newest episode when it is live and at the same level.
   function onAlert(d) {
     var ul = document.getElementById('alerts');
     var none = ul.querySelector('.none');
     if (none) { ul.removeChild(none); }
-    ul.insertBefore(HT.el('li', { 'class': 'alert-' + d.level, 'data-live': '1' }, HT.el('strong', null, d.level),
+    var top = ul.firstElementChild;
+    var low = d.level.indexOf('low') >= 0;
+    if (top && top.getAttribute('data-live') === '1' && top.getAttribute('data-level') === d.level) {
+      var n = Number(top.getAttribute('data-n')) + 1;
+      var ext = Number(top.getAttribute('data-value'));
+      ext = low ? Math.min(ext, d.value) : Math.max(ext, d.value);
+      top.setAttribute('data-n', String(n));
+      top.setAttribute('data-value', String(ext));
+      HT.clear(top);
+      top.appendChild(HT.el('strong', null, d.level));
+      top.appendChild(document.createTextNode(' ' + HT.num(ext, 3) + ' mg/dL (' + (low ? 'lowest' : 'highest') +
+        ' of ' + n + ' live readings, latest ' + HT.num(d.value, 3) + ' at ' + HT.utc(d.effective) + ' UTC)'));
+      return;
+    }
+    ul.insertBefore(HT.el('li', { 'class': 'alert-' + d.level, 'data-live': '1', 'data-level': d.level,
+                                  'data-n': '1', 'data-value': String(d.value) }, HT.el('strong', null, d.level),
       ' ' + HT.num(d.value, 3) + ' mg/dL at ' + HT.utc(d.effective) + ' UTC (live)'), ul.firstChild);
   }
 
