@@ -14,6 +14,8 @@ Every response carries a strict Content-Security-Policy (:data:`CSP`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -103,15 +105,30 @@ class BrowserMiddleware:
         path = str(scope.get("path", ""))
         exempt = path == NO_CSP[0] or path.startswith(NO_CSP)
 
+        started = False
+
         async def send_wrap(message: Any) -> None:
-            if message["type"] == "http.response.start" and not exempt:
-                hs = [
-                    h for h in message.get("headers", []) if h[0].lower() != SECURITY_HEADERS[0][0]
-                ]
-                message = dict(message, headers=hs + SECURITY_HEADERS)
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if not exempt:
+                    hs = [
+                        h
+                        for h in message.get("headers", [])
+                        if h[0].lower() != SECURITY_HEADERS[0][0]
+                    ]
+                    message = dict(message, headers=hs + SECURITY_HEADERS)
             await send(message)
 
-        await self.app(scope, receive, send_wrap)
+        try:
+            await self.app(scope, receive, send_wrap)
+        except asyncio.CancelledError:
+            if not started:
+                raise
+            # a started stream (SSE) cancelled by uvicorn's graceful-shutdown timeout on
+            # Ctrl-C: end the response (no traceback for an expected stop)
+            with contextlib.suppress(Exception):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _cookie_token(headers: list[tuple[bytes, bytes]]) -> str | None:
