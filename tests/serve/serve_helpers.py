@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 SECRET = "test-secret-" + "x" * 40  # HS256 test key, only in tests
 PAT_A = "Patient/pat-a"
@@ -52,3 +53,9 @@ def write_fixture_ndjson(folder: Path) -> None:
 
 def auth(tok: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {tok}"}
+
+
+def on_store(client: Any, fn: Any, *args: Any) -> Any:
+    """Run a store call on the server's store thread (the connection is not thread-safe)."""
+    gw = client.app.state.gateway
+    return client.portal.call(gw.call, fn, *args)

@@ -10,7 +10,7 @@ import time
 
 import httpx
 import uvicorn
-from serve_helpers import PAT_A, PAT_B, auth
+from serve_helpers import PAT_A, PAT_B, auth, on_store
 
 from healthtwin.serve.app import create_app
 
@@ -46,9 +46,9 @@ def test_create_keeps_the_original_byte_exact_and_journals(client, token, store)
     r = client.put("/fhir/Observation/new-a-1", content=v2, headers={**auth(tok), **FHIR})
     assert r.status_code == 200 and r.headers["ETag"] == 'W/"2"'
     assert client.get("/fhir/Observation/new-a-1/_history/1", headers=auth(tok)).text == OBS
-    kinds = [e["kind"] for e in store.history(PAT_A)]
+    kinds = [e["kind"] for e in on_store(client, store.history, PAT_A)]
     assert "record.created" in kinds and "record.updated" in kinds
-    assert store.verify().ok
+    assert on_store(client, store.verify).ok
 
 
 def test_bad_resource_goes_to_quarantine_like_the_cli(client, token, store) -> None:
@@ -68,7 +68,7 @@ def test_bad_resource_goes_to_quarantine_like_the_cli(client, token, store) -> N
     assert (
         "status" in oo["issue"][0]["diagnostics"] and "quarantined" in oo["issue"][0]["diagnostics"]
     )
-    q = store.quarantine()
+    q = on_store(client, store.quarantine)
     assert q[-1]["raw"] == bad and "status" in q[-1]["reason"]
     assert client.get("/fhir/Observation/bad-1", headers=auth(tok)).status_code == 404
     # wrong type in the URL, unsupported media type
@@ -222,3 +222,28 @@ def test_sse_receives_an_update_after_an_ingest(settings, store, token) -> None:
 def test_sse_cross_patient_is_403(client, token) -> None:
     tok = token("patient/*.rs", patient=PAT_A)
     assert client.get(f"/twins/{PAT_B}/events", headers=auth(tok)).status_code == 403
+
+
+def test_cached_state_follows_every_write(client, token) -> None:
+    tok = token("patient/*.cruds", patient=PAT_A)
+    svc = client.app.state.services
+    first = client.get(f"/twins/{PAT_A}/state", headers=auth(tok)).json()
+    again = client.get(f"/twins/{PAT_A}/state", headers=auth(tok)).json()
+    assert first == again and svc.state_cache.hits >= 1
+    newer = (
+        OBS.replace("new-a-1", "later-1").replace("2024-02-01", "2025-06-01").replace("5.5", "7.0")
+    )
+    assert (
+        client.post("/fhir/Observation", content=newer, headers={**auth(tok), **FHIR}).status_code
+        == 201
+    )
+    after = client.get(f"/twins/{PAT_A}/state", headers=auth(tok)).json()
+    g = next(v for v in after["values"] if v["code"] == "2339-0")
+    assert g["source"] == "Observation/later-1/_history/1" and g["value"] == 7.0
+    # the bitemporal view (as_of before the write) bypasses the cache and still sees the old value
+    old = client.get(
+        f"/twins/{PAT_A}/state",
+        params={"as_of": g["recorded_at"].replace("Z", "")[:19] + "Z"},
+        headers=auth(tok),
+    )
+    assert old.status_code == 200

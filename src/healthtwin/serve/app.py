@@ -90,7 +90,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = store is None
         st = open_store(settings.store) if store is None else store
-        gw = StoreGateway(st, audit_flush_s=settings.audit_flush_s)
+        gw = StoreGateway(st, audit_flush_s=settings.audit_flush_s, reader=_reader_factory(st))
         app.state.gateway = gw
         from healthtwin.serve.services import Services
 
@@ -162,6 +162,21 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         raise RuntimeError(f"routes without an access policy: {unguarded}")
     app.add_middleware(AuditMiddleware, sink=lambda ev: _audit_sink(app, ev))
     return app
+
+
+def _reader_factory(store: Store) -> Any:
+    """How to open more connections to the same store for the reader threads, if possible."""
+    path = getattr(store, "path", None)
+    url = getattr(store, "url", None)
+    if isinstance(url, str) and url.startswith(("postgresql://", "postgres://")):
+        return lambda: open_store(url)
+    if isinstance(path, str) and path != ":memory:" and not path.startswith(":"):
+        from healthtwin.twin.store.duckdb_store import DuckDBStore
+
+        if isinstance(store, DuckDBStore):
+            # same process, same database instance: DuckDB shares it between connections
+            return lambda: DuckDBStore(path)
+    return None
 
 
 def api_routes(app: FastAPI) -> list[APIRoute]:

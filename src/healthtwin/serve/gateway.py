@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ class Written:
 
     batch: BatchResult
     versions: dict[str, tuple[int, datetime, bool]]
+    conflicts: set[str] = field(default_factory=set)
+    records: list[InboundRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -41,14 +44,33 @@ class _Write:
     events: Sequence[Event]
     source: str
     future: asyncio.Future[Written] = field(repr=False)
+    create_only: bool = False
 
 
 class StoreGateway:
     """Run store calls on one thread; group-commit writes; buffer audit events."""
 
-    def __init__(self, store: Store, *, audit_flush_s: float = 0.05, max_group: int = 2000):
+    def __init__(
+        self,
+        store: Store,
+        *,
+        audit_flush_s: float = 0.05,
+        max_group: int = 2000,
+        reader: Callable[[], Store] | None = None,
+        readers: int = 2,
+    ):
         self.store = store
         self._exec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healthtwin-store")
+        # reads on their own connections (DuckDB MVCC: they see committed data and never
+        # wait for a write batch); without a reader factory they share the writer thread
+        self._reader = reader
+        self._local = threading.local()
+        self._reader_stores: list[Store] = []
+        self._rexec = (
+            ThreadPoolExecutor(max_workers=readers, thread_name_prefix="healthtwin-read")
+            if reader is not None
+            else None
+        )
         self._pending: list[_Write] = []
         self._audit: list[Event] = []
         self._writer: asyncio.Task[None] | None = None
@@ -64,6 +86,28 @@ class StoreGateway:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._exec, functools.partial(fn, *args, **kwargs))
 
+    def _reader_store(self) -> Store:
+        st: Store | None = getattr(self._local, "store", None)
+        if st is None:
+            assert self._reader is not None
+            st = self._reader()
+            self._local.store = st
+            self._reader_stores.append(st)
+        return st
+
+    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(store, *args, **kwargs)`` on a reader connection (read-only use)."""
+        loop = asyncio.get_running_loop()
+        if self._rexec is None:
+            return await loop.run_in_executor(
+                self._exec, functools.partial(fn, self.store, *args, **kwargs)
+            )
+
+        def run() -> T:
+            return fn(self._reader_store(), *args, **kwargs)
+
+        return await loop.run_in_executor(self._rexec, run)
+
     # ------------------------------------------------------------------ writes
     def on_commit(self, fn: Callable[[list[InboundRecord], BatchResult], None]) -> None:
         """Call ``fn(records, result)`` on the event loop after each committed batch."""
@@ -76,9 +120,17 @@ class StoreGateway:
         events: Sequence[Event] = (),
         *,
         source: str = "api",
+        create_only: bool = False,
     ) -> Written:
         """Write records atomically (grouped with concurrent writes); returns the group's result."""
-        w = _Write(records, rejected, events, source, asyncio.get_running_loop().create_future())
+        w = _Write(
+            records,
+            rejected,
+            events,
+            source,
+            asyncio.get_running_loop().create_future(),
+            create_only,
+        )
         self._pending.append(w)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain())
@@ -115,13 +167,16 @@ class StoreGateway:
             group = self._take_group()
             audit, self._audit = self._audit, []
             records = [r for w in group for r in w.records]
+            create_only = {r.rid for w in group if w.create_only for r in w.records}
             rejected = [r for w in group for r in w.rejected]
             events = [e for w in group for e in w.events] + audit
             source = group[0].source if len(group) == 1 else f"api ({len(group)} requests)"
             if not group:
                 source = "api audit"
             try:
-                res = await self.call(self._write_group, records, rejected, events, source)
+                res = await self.call(
+                    self._write_group, records, rejected, events, source, create_only
+                )
             except Exception as exc:
                 for w in group:
                     if not w.future.done():
@@ -136,7 +191,7 @@ class StoreGateway:
                     w.future.set_result(res)
             for fn in self._listeners:
                 with contextlib.suppress(Exception):
-                    fn(records, res.batch)
+                    fn(res.records, res.batch)
 
     def _write_group(
         self,
@@ -144,12 +199,17 @@ class StoreGateway:
         rejected: list[Rejected],
         events: list[Event],
         source: str,
+        create_only: set[str],
     ) -> Written:
         from healthtwin.serve.queries import versions
 
+        conflicts: set[str] = set()
+        if create_only:  # checked on the writer thread: no race with another create
+            conflicts = set(versions(self.store, sorted(create_only)))
+            records = [r for r in records if r.rid not in conflicts]
         res = self.store.write_batch(records, rejected, events, source=source)
         vers = versions(self.store, sorted({r.rid for r in records})) if records else {}
-        return Written(res, vers)
+        return Written(res, vers, conflicts, records)
 
     async def aclose(self) -> None:
         """Write what is pending (audit included) and stop the store thread."""
@@ -160,3 +220,9 @@ class StoreGateway:
         if self._writer is not None:
             await asyncio.gather(self._writer, return_exceptions=True)
         self._exec.shutdown(wait=True)
+        if self._rexec is not None:
+            self._rexec.shutdown(wait=True)
+            for st in self._reader_stores:
+                with contextlib.suppress(Exception):
+                    st.close()
+            self._reader_stores.clear()

@@ -293,3 +293,77 @@ def glucose_series(
     )
     # canonical unit of every glucose code is mg/dL (thread/terms/codes.py); others skipped
     return [(eff, float(v)) for eff, v, unit in rows if unit == "mg/dL"]
+
+
+STATE_COLS = (
+    "system",
+    "code",
+    "display",
+    "kind",
+    "num",
+    "unit",
+    "num_canonical",
+    "unit_canonical",
+    "unit_status",
+    "value_code",
+    "text",
+    "mean",
+    "sd",
+    "quantiles",
+    "effective",
+    "effective_text",
+    "status",
+    "recorded_at",
+    "rid",
+    "version",
+    "fkey",
+    "seq",
+)
+
+
+def current_states(
+    store: Store, twin_ids: list[str] | None, limit: int = 0
+) -> dict[str, list[dict[str, Any]]]:
+    """The current state (``Store.state(t)`` with no cuts) of many twins in one query.
+
+    Only twins whose subject is their own id (every twin made from a Patient or Organization
+    resource). ``twin_ids=None`` takes the first ``limit`` twins by id (start-up preload).
+    Same rule as ``Store.state``: per (system, code) the fact with the latest effective time
+    (nulls last, then the highest journal sequence) among current facts, dropped when that
+    fact is entered-in-error; tests check equality with ``Store.state`` for every twin.
+    """
+    if twin_ids is None:
+        t_rows = _rows(
+            store,
+            "SELECT twin_id FROM twins WHERE subject = twin_id ORDER BY twin_id LIMIT ?",
+            [limit],
+        )
+    else:
+        t_rows = []
+        for i in range(0, len(twin_ids), 500):
+            chunk = twin_ids[i : i + 500]
+            t_rows += _rows(
+                store,
+                "SELECT twin_id FROM twins WHERE subject = twin_id AND twin_id IN "
+                f"({','.join('?' * len(chunk))})",
+                list(chunk),
+            )
+    ids = [str(r[0]) for r in t_rows]
+    out: dict[str, list[dict[str, Any]]] = {t: [] for t in ids}
+    cols = ", ".join(STATE_COLS)
+    for i in range(0, len(ids), 2000):
+        chunk = ids[i : i + 2000]
+        rows = _rows(
+            store,
+            f"SELECT subject, {cols} FROM ("
+            f" SELECT subject, {cols}, row_number() OVER (PARTITION BY subject, system, code"
+            "  ORDER BY effective DESC NULLS LAST, seq DESC) AS rn"
+            " FROM facts WHERE superseded_at IS NULL AND subject IN "
+            f"({','.join('?' * len(chunk))})"
+            ") AS x WHERE rn = 1 AND status <> 'entered-in-error' "
+            "ORDER BY subject, system, code",
+            list(chunk),
+        )
+        for r in rows:
+            out[str(r[0])].append(dict(zip(STATE_COLS, r[1:], strict=True)))
+    return out

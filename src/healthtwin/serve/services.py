@@ -150,6 +150,118 @@ class ChangeFeed:
                     )
 
 
+class StateCache:
+    """Serialized current state per twin (``at``/``as_of`` unset), invalidated on commit.
+
+    Misses are loaded in batches (all twins missed meanwhile in one query, so many misses
+    cost one DuckDB query, not one each) and the first ``preload`` twins are loaded at
+    start-up in the background.
+
+    Only valid where every write goes through this process's gateway (DuckDB: one process
+    owns the file); off for PostgreSQL with several workers. An epoch counter (the
+    epoch of each subject's last invalidation) keeps a read that raced a commit from caching
+    what it read before the commit.
+    """
+
+    def __init__(self, max_items: int = 50_000) -> None:
+        self._pending: dict[str, list[asyncio.Future[bytes | None]]] = {}
+        self._loader: asyncio.Task[None] | None = None
+        self.loads = 0
+        self._data: dict[str, bytes] = {}
+        self._gen: dict[str, int] = {}  # subject -> epoch of its last invalidation
+        self._epoch = 0
+        self._cleared = 0
+        self._max = max_items
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, subject: str) -> bytes | None:
+        v = self._data.get(subject)
+        if v is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return v
+
+    async def load(self, gateway: StoreGateway, twin_id: str) -> bytes | None:
+        """The serialized state of a twin, loaded with every other pending miss; None when
+        the twin is not cacheable (absent, or its subject is not its own id)."""
+        fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(twin_id, []).append(fut)
+        if self._loader is None or self._loader.done():
+            self._loader = asyncio.create_task(self._load_pending(gateway))
+        return await fut
+
+    async def _load_pending(self, gateway: StoreGateway) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, {}
+            await self.fill(gateway, list(batch), batch)
+
+    async def fill(
+        self,
+        gateway: StoreGateway,
+        twin_ids: list[str] | None,
+        waiters: dict[str, list[asyncio.Future[bytes | None]]] | None = None,
+        limit: int = 0,
+    ) -> None:
+        from healthtwin.serve.models import TwinState
+        from healthtwin.serve.routes.twins import state_value
+
+        e0 = self.epoch()
+        try:
+            states = await gateway.read(queries.current_states, twin_ids, limit)
+        except Exception as exc:
+            for futs in (waiters or {}).values():
+                for f in futs:
+                    if not f.done():
+                        f.set_exception(exc)
+            return
+        self.loads += 1
+        for tid, rows in states.items():
+            body = (
+                TwinState(twin_id=tid, values=[state_value(r) for r in rows])
+                .model_dump_json()
+                .encode()
+            )
+            self.put(tid, e0, body)
+            for f in (waiters or {}).pop(tid, []):
+                if not f.done():
+                    f.set_result(body)
+        for futs in (waiters or {}).values():
+            for f in futs:
+                if not f.done():
+                    f.set_result(None)
+
+    def epoch(self) -> int:
+        """Capture before reading the store; ``put`` refuses what a later commit changed."""
+        return self._epoch
+
+    def put(self, subject: str, epoch: int, body: bytes) -> None:
+        if self._gen.get(subject, 0) > epoch or self._cleared > epoch:
+            return  # a commit touched this twin after the read began: do not cache
+        if len(self._data) >= self._max:
+            self._data.pop(next(iter(self._data)))
+        self._data[subject] = body
+
+    def invalidate(self, subject: str) -> None:
+        self._epoch += 1
+        self._gen[subject] = self._epoch
+        self._data.pop(subject, None)
+
+    def on_commit(self, records: list[InboundRecord], res: BatchResult) -> None:
+        for rec in records:
+            subj = rec.rid if rec.rtype == "Patient" else rec.subject
+            if subj is not None:
+                self.invalidate(subj)
+            if rec.rtype in ("Patient", "Organization"):
+                self.invalidate(rec.rid)
+        if any(st == "conditional" for r in records for _ref, _t, st in r.refs):
+            # a conditional reference may move facts to another subject: drop everything
+            self._epoch += 1
+            self._cleared = self._epoch
+            self._data.clear()
+
+
 @dataclass
 class ExportJob:
     """A Bulk Data export: who asked, for which compartment, and its files."""
@@ -204,9 +316,8 @@ class Exports:
                 after = ""
                 with path.open("w", encoding="utf-8") as fh:
                     while True:
-                        rows = await self.gateway.call(
+                        rows = await self.gateway.read(
                             queries.export_rows,
-                            self.gateway.store,
                             rtype,
                             job.patient,
                             job.since,
@@ -244,6 +355,11 @@ class Services:
         self.limiter = RateLimiter(settings.sim_rate, settings.sim_burst)
         self.feed = ChangeFeed()
         gateway.on_commit(self.feed.on_commit)
+        self.state_cache: StateCache | None = None
+        self._preload: asyncio.Task[None] | None = None
+        if not settings.store.startswith(("postgresql://", "postgres://")):
+            self.state_cache = StateCache()
+            gateway.on_commit(self.state_cache.on_commit)
         self._tmp: str | None = None
         root = settings.export_dir
         if root is None:
@@ -253,9 +369,16 @@ class Services:
         self.started = datetime.now(UTC)
 
     async def start(self) -> None:
-        return None
+        if self.state_cache is not None and self.settings.state_preload > 0:
+            self._preload = asyncio.create_task(
+                self.state_cache.fill(self.gateway, None, None, self.settings.state_preload)
+            )
 
     async def stop(self) -> None:
+        if self._preload is not None:
+            self._preload.cancel()
+            with contextlib.suppress(BaseException):
+                await self._preload
         for job in list(self.exports.jobs.values()):
             if job.task is not None and not job.task.done():
                 job.task.cancel()
@@ -266,7 +389,7 @@ class Services:
 
     async def subject_of(self, rid: str) -> tuple[bool, str | None]:
         """(exists, patient compartment) of a current resource ``Type/id``."""
-        return await self.gateway.call(queries.subject_of, self.gateway.store, rid)
+        return await self.gateway.read(queries.subject_of, rid)
 
     async def owner_of_job(self, job_id: str) -> tuple[str | None, str | None]:
         """(owner sub, patient compartment) of an export job, (None, None) if unknown."""

@@ -7,7 +7,7 @@ in development mode only (``--dev``), from a random secret generated at start-up
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
@@ -21,6 +21,7 @@ class Settings:
     ``issuer`` / ``audience``: checked when set. ``dev``: development mode (never by default).
     ``sim_rate`` / ``sim_burst``: simulations per second and burst per principal (token bucket).
     ``audit_flush_s``: the longest an audit event of a read waits before it is journaled (s).
+    ``state_preload``: twins whose current state is loaded into the cache at start-up.
     """
 
     store: str = "healthtwin.duckdb"
@@ -35,7 +36,7 @@ class Settings:
     export_dir: str | None = None
     base_url: str = ""
     leeway_s: int = 30
-    extra: dict[str, str] = field(default_factory=dict)
+    state_preload: int = 20_000
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

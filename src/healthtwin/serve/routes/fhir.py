@@ -164,7 +164,7 @@ async def _kickoff(
     if "respond-async" not in request.headers.get("prefer", ""):
         raise HTTPException(400, "Bulk Data kick-off needs the header 'Prefer: respond-async'")
     gw = gateway_of(request)
-    present = await gw.call(queries.resource_types, gw.store)
+    present = await gw.read(queries.resource_types)
     types, excluded = _export_types(ctx, type_, present)
     if not types:
         raise Denied(403, f"no scope grants read on the requested types {excluded}")
@@ -271,7 +271,7 @@ async def read(rtype: str, id: str, request: Request, ctx: Ctx) -> Response:
     """The current version, byte-exact as received (researchers: demographics withheld)."""
     _check_rtype(rtype)
     gw = gateway_of(request)
-    r = await gw.call(queries.resource, gw.store, f"{rtype}/{id}")
+    r = await gw.read(queries.resource, f"{rtype}/{id}")
     if r is None:
         raise Denied(404, f"{rtype}/{id} not found")
     if r["deleted"]:
@@ -287,7 +287,7 @@ async def vread(rtype: str, id: str, vid: int, request: Request, ctx: Ctx) -> Re
     """A given version, byte-exact as received."""
     _check_rtype(rtype)
     gw = gateway_of(request)
-    r = await gw.call(queries.resource, gw.store, f"{rtype}/{id}", vid)
+    r = await gw.read(queries.resource, f"{rtype}/{id}", vid)
     if r is None:
         raise Denied(404, f"{rtype}/{id}/_history/{vid} not found")
     ctx.require_in_compartment(r["subject"], f"{rtype}/{id}")
@@ -378,9 +378,8 @@ async def search(
     if after is not None and not isinstance(after, str):
         raise HTTPException(400, "_cursor is not a search cursor")
     gw = gateway_of(request)
-    rows = await gw.call(
+    rows = await gw.read(
         queries.search,
-        gw.store,
         rtype,
         patient=comp,
         code=codes,
@@ -465,11 +464,9 @@ async def _ingest(request: Request, ctx: AccessContext, rtype: str, id: str | No
             )
         ctx.require_in_compartment(subject, rec.rid)
     ctx.target = rec.rid
-    if method == "POST":
-        exists, _ = await gw.call(queries.subject_of, gw.store, rec.rid)
-        if exists:
-            raise HTTPException(409, f"{rec.rid} exists; update it with PUT /fhir/{rec.rid}")
-    w = await gw.write([rec], source=source)
+    w = await gw.write([rec], source=source, create_only=method == "POST")
+    if rec.rid in w.conflicts:
+        raise HTTPException(409, f"{rec.rid} exists; update it with PUT /fhir/{rec.rid}")
     ver, recorded, _deleted = w.versions[rec.rid]
     status = 201 if ver == 1 else 200
     return _fhir(text, status, _etag_headers(rec.rid, ver, recorded, _base(request)))

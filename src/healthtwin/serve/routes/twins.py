@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import anyio
 import numpy as np
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from healthtwin.serve import queries
 from healthtwin.serve.access import AccessContext, Denied, access
@@ -114,7 +114,7 @@ def _summary(row: dict[str, Any], role: Role) -> TwinSummary:
 
 async def _twin(request: Request, twin_id: str) -> dict[str, Any]:
     gw = gateway_of(request)
-    t = await gw.call(queries.twin_exact, gw.store, twin_id)
+    t = await gw.read(queries.twin_exact, twin_id)
     if t is None:
         raise Denied(404, f"no twin {twin_id!r}")
     return t
@@ -140,9 +140,8 @@ async def list_twins(
     after = decode_cursor(cursor)
     if after is not None and not isinstance(after, str):
         raise HTTPException(400, "cursor is not a twin-list cursor")
-    rows = await gw.call(
+    rows = await gw.read(
         queries.twin_page,
-        gw.store,
         kind=kind,
         search=search,
         only=ctx.patient,
@@ -163,12 +162,24 @@ async def get_twin(prefix: Prefix, id: str, request: Request, ctx: Ctx) -> TwinD
     """One twin: kind, sync mode, resources per type, number of journal events."""
     t = await _twin(request, f"{prefix}/{id}")
     gw = gateway_of(request)
-    d = await gw.call(gw.store.twin, t["twin_id"])
+    d = await gw.read(lambda st, tid: st.twin(tid), t["twin_id"])
     s = _summary(d, _role(ctx))
     return TwinDetail(**s.model_dump(), resources=d["resources"], events=int(d["events"]))
 
 
-@router.get("/{prefix}/{id}/state", response_model=TwinState)
+def _state_query(store: Any, twin_id: str, at: datetime | None, as_of: datetime | None) -> Any:
+    """(twin row or None, state rows) in one trip to the store thread."""
+    t = queries.twin_exact(store, twin_id)
+    if t is None:
+        return None, []
+    return t, store.state(t["twin_id"], at, as_of)
+
+
+@router.get(
+    "/{prefix}/{id}/state",
+    response_class=Response,
+    responses={200: {"model": TwinState, "description": "the twin's state"}},
+)
 @access("twin.state", "{twin}", "r", compartment="twin")
 async def twin_state(
     prefix: Prefix,
@@ -177,17 +188,34 @@ async def twin_state(
     ctx: Ctx,
     at: Annotated[datetime | None, Query(description="effective-time cut (ISO 8601)")] = None,
     as_of: Annotated[datetime | None, Query(description="recorded-time cut (ISO 8601)")] = None,
-) -> TwinState:
-    """Latest value per code with effective <= ``at`` as known at ``as_of`` (bitemporal)."""
+) -> Response:
+    """Latest value per code with effective <= ``at`` as known at ``as_of`` (bitemporal).
+
+    The current state (no ``at``/``as_of``) is served from a per-twin cache invalidated by
+    every commit that touches the twin (one-process DuckDB deployments).
+    """
     gw = gateway_of(request)
     twin_id = f"{prefix}/{id}"
     at_, as_of_ = utc(at), utc(as_of)
-    t = await _twin(request, twin_id)
+    cache = request.app.state.services.state_cache if at_ is None and as_of_ is None else None
+    if cache is not None:
+        body = cache.get(twin_id)
+        if body is None:
+            body = await cache.load(gw, twin_id)
+        if body is not None:
+            return Response(body, media_type="application/json")
     try:
-        rows = await gw.call(gw.store.state, t["twin_id"], at_, as_of_)
+        t, rows = await gw.read(_state_query, twin_id, at_, as_of_)
     except StoreError as exc:
         raise Denied(404, str(exc)) from None
-    return TwinState(twin_id=twin_id, at=at_, as_of=as_of_, values=[state_value(r) for r in rows])
+    if t is None:
+        raise Denied(404, f"no twin {twin_id!r}")
+    out = (
+        TwinState(twin_id=twin_id, at=at_, as_of=as_of_, values=[state_value(r) for r in rows])
+        .model_dump_json()
+        .encode()
+    )
+    return Response(out, media_type="application/json")
 
 
 @router.get("/{prefix}/{id}/history", response_model=HistoryPage)
@@ -206,9 +234,7 @@ async def twin_history(
     after = decode_cursor(cursor)
     if after is not None and not isinstance(after, int):
         raise HTTPException(400, "cursor is not a history cursor")
-    rows = await gw.call(
-        queries.history_page, gw.store, t["twin_id"], t["subject"], after or 0, limit + 1
-    )
+    rows = await gw.read(queries.history_page, t["twin_id"], t["subject"], after or 0, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     sees = _role(ctx) in SEES_PROVENANCE
@@ -250,9 +276,7 @@ async def twin_series(
     """The twin's values over effective time (a timeline), optionally of some codes."""
     gw = gateway_of(request)
     t = await _twin(request, f"{prefix}/{id}")
-    rows = await gw.call(
-        queries.series, gw.store, t["subject"], code, utc(since), utc(until), limit + 1
-    )
+    rows = await gw.read(queries.series, t["subject"], code, utc(since), utc(until), limit + 1)
     pts = [
         SeriesPoint(
             system=r["system"],
@@ -342,7 +366,7 @@ async def glucose_forecast(
     t = await _twin(request, f"{prefix}/{id}")
     _patient_twin(t)
     gw = gateway_of(request)
-    readings = await gw.call(queries.glucose_series, gw.store, t["subject"], None)
+    readings = await gw.read(queries.glucose_series, t["subject"], None)
     if len(readings) < 3:
         raise HTTPException(
             422, f"{t['twin_id']} has {len(readings)} glucose readings; a forecast needs >= 3"
@@ -423,7 +447,7 @@ async def glucose_whatif(
     t = await _twin(request, f"{prefix}/{id}")
     _patient_twin(t)
     gw = gateway_of(request)
-    readings = await gw.call(queries.glucose_series, gw.store, t["subject"], None)
+    readings = await gw.read(queries.glucose_series, t["subject"], None)
     ub = body.basal_u_h / 60.0
     specs = [s.model_dump() for s in body.scenarios]
     for sp in specs:
@@ -600,7 +624,7 @@ async def facility_forecast(
         raise HTTPException(422, "hours must be within (0, 168]")
     gw = gateway_of(request)
     try:
-        cen = await gw.call(census_from_store, gw.store, sp, None, None)
+        cen = await gw.read(census_from_store, sp, None, None)
     except SpecError as exc:
         raise HTTPException(422, str(exc)) from None
 
