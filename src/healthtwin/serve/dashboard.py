@@ -351,9 +351,8 @@ async def twins_page(
 ) -> HTMLResponse:
     """Twins a page at a time (50), searchable by id or name; confined tokens see their own."""
     gw = gateway_of(request)
-    rows = await gw.call(
+    rows = await gw.read(
         queries.twin_page,
-        gw.store,
         kind=kind or None,
         search=search or None,
         only=ctx.patient,
@@ -384,7 +383,7 @@ async def twin_page(
     """A patient twin (state, timeline, forecast, what-if, alerts) or a facility twin."""
     t = await _twin(request, f"{prefix}/{id}")
     gw = gateway_of(request)
-    detail = await gw.call(gw.store.twin, t["twin_id"])
+    detail = await gw.read(lambda st, tid: st.twin(tid), t["twin_id"])
     summary = _summary(detail, _role(ctx))
     if t["kind"] == "facility":
         return await _facility_page(request, ctx, t, summary, detail, spec)
@@ -398,7 +397,7 @@ async def _patient_page(
 ) -> HTMLResponse:
     gw = gateway_of(request)
     now = datetime.now(UTC)
-    rows = await gw.call(gw.store.state, t["twin_id"], None, None)
+    rows = await gw.read(lambda st, tid: st.state(tid, None, None), t["twin_id"])
     values: list[dict[str, Any]] = []
     for r in rows:
         v = state_value(r)
@@ -406,9 +405,9 @@ async def _patient_page(
         shown, unit = _shown(v)
         values.append({"v": v, "shown": shown, "unit": unit, "age": age, "flags": _flags(v, age_d)})
     values.sort(key=lambda x: str(x["v"].display or x["v"].code).lower())
-    readings = await gw.call(queries.glucose_series, gw.store, t["subject"], None)
+    readings = await gw.read(queries.glucose_series, t["subject"], None)
     gs = glucose_summary(readings, 24.0)
-    counts = await gw.call(_numeric_codes, gw.store, t["subject"])
+    counts = await gw.read(_numeric_codes, t["subject"])
     glucose_code = next((c for c in counts if c["code"] in queries.GLUCOSE_CODES), None)
     default = glucose_code or (counts[0] if counts else None)
     role = _role(ctx)
@@ -462,7 +461,7 @@ async def _facility_page(
     as_of = None
     n_patients = 0
     try:
-        cen = await gw.call(census_from_store, gw.store, sp, None, None)
+        cen = await gw.read(census_from_store, sp, None, None)
     except SpecError as exc:
         census_error = str(exc)
     else:
