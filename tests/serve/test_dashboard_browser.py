@@ -70,7 +70,7 @@ def _absent(pid: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("dash")
     write_fixture_ndjson(d)
@@ -91,7 +91,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(store_path: Path) -> Iterator[str]:
     """``healthtwin serve`` in its own process (real uvicorn), stopped with SIGINT."""
     port = _free_port()
@@ -130,7 +130,7 @@ def server(store_path: Path) -> Iterator[str]:
             proc.kill()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     with sync_api.sync_playwright() as pw:
         b = pw.chromium.launch(
@@ -312,6 +312,18 @@ def test_twin_list_search_and_facility(server: str, browser: Any) -> None:
     p = Page(browser, server, ops)
     try:
         pg = p.page
+        # keyboard: the first Tab reaches the skip link, Enter moves focus to the content,
+        # the next Tabs walk the page's controls in order
+        pg.keyboard.press("Tab")
+        assert pg.evaluate("document.activeElement.className") == "skip"
+        pg.keyboard.press("Enter")
+        assert pg.evaluate("document.activeElement.id") == "main"
+        pg.keyboard.press("Tab")
+        assert pg.evaluate("document.activeElement.id") == "search"
+        pg.keyboard.type("Alpha")
+        pg.keyboard.press("Enter")
+        pg.wait_for_url("**/ui/twins?search=Alpha*")
+        assert pg.locator("#twin-list tbody a").all_inner_texts() == ["Patient/pat-a"]
         pg.fill("#search", "Alpha")
         pg.click("form.search button")
         pg.wait_for_url("**/ui/twins?search=Alpha*")
