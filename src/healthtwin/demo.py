@@ -81,7 +81,10 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0)
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
         if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode} before it was ready")
+            raise SystemExit(
+                f"the server exited with {proc.returncode} before it was ready "
+                '(port in use? make demo DEMO_ARGS="--port 8001")'
+            )
         try:
             if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
                 return
