@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HEALTHTWIN_SHARED ?= $(abspath ../shared)
 
-.PHONY: setup demo test lint typecheck bench clean
+.PHONY: setup demo test lint typecheck bench clean chromium
 
 setup: $(STAMP)
 
@@ -15,10 +15,20 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# the main job: sample data + a live synthetic CGM stream + the server and dashboard
+# (prints the URL and demo tokens; Ctrl-C stops it; DEMO_ARGS="--port 8001" etc.)
 demo: setup
-	$(BIN)/python -m healthtwin.demo
+	$(BIN)/python -m healthtwin.demo $(DEMO_ARGS)
 
-test: setup
+# Debian's Chromium for the browser tests (Playwright uses it; it never downloads a browser)
+chromium:
+	@[ -x /usr/bin/chromium ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser tests" >&2; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "warning: no /usr/bin/chromium (apt-get install chromium): browser tests skip" >&2; fi; }
+
+test: setup chromium
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy

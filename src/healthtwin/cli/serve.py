@@ -96,6 +96,9 @@ def register(group: click.Group) -> None:
             workers=workers,
             log_level=log_level,
             access_log=False,
+            # open SSE streams never finish by themselves: on Ctrl-C wait this long (s), then
+            # cancel them and run the app's shutdown (audit flushed, store closed)
+            timeout_graceful_shutdown=3,
         )
 
     @group.command()

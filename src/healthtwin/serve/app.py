@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -63,7 +63,11 @@ def open_store(target: str) -> Store:
     return DuckDBStore(target)
 
 
-def _error_body(request: Request, status: int, detail: Any) -> JSONResponse:
+def _error_body(request: Request, status: int, detail: Any) -> Response:
+    if request.url.path.startswith(("/ui/", "/login")) and request.method == "GET":
+        from healthtwin.serve.dashboard import error_page
+
+        return error_page(request, status, detail)
     if request.url.path.startswith("/fhir"):
         from healthtwin.serve.fhir_util import operation_outcome
 
@@ -117,7 +121,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.state.verifier = verifier
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if isinstance(exc, Denied):
             request.state.denied = exc.reason
         resp = _error_body(request, exc.status_code, exc.detail)
@@ -126,7 +130,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         return resp
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
         errs = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
             for e in exc.errors()
@@ -138,6 +142,9 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.include_router(twins.router)
     app.include_router(events.router)
     app.include_router(fhir.router)
+    from healthtwin.serve import dashboard
+
+    dashboard.install(app)  # pages, static files, cookie auth, CSP (after the API routes)
 
     @app.get("/health", tags=["meta"])
     async def health() -> dict[str, str]:
