@@ -58,3 +58,11 @@ def glucose(
 
 def ndjson(*resources: dict[str, Any]) -> str:
     return "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in resources)
+
+
+def query(store: Any, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a read-only SQL query (written to run on DuckDB and PostgreSQL) on a store."""
+    con = getattr(store, "con", None)  # DuckDBStore
+    if con is not None:
+        return con.execute(sql).fetchall()
+    return store.conn.execute(sql).fetchall()  # PostgresStore
