@@ -108,8 +108,7 @@ def _store_with_data(backend) -> None:
 TAMPERING = {
     "edit payload": "UPDATE journal SET payload = replace(payload, 'Observation', 'Observatio') "
     "WHERE seq = 4",
-    "edit time": "UPDATE journal SET recorded_at = recorded_at + INTERVAL '1 second' "
-    "WHERE seq = 3",
+    "edit time": "UPDATE journal SET recorded_at = recorded_at + INTERVAL '1 second' WHERE seq = 3",
     "delete event": "DELETE FROM journal WHERE seq = 3",
     "reorder events": "UPDATE journal SET seq = -seq WHERE seq IN (3, 4); "
     "UPDATE journal SET seq = CASE seq WHEN -3 THEN 4 WHEN -4 THEN 3 END WHERE seq IN (-3, -4)",
