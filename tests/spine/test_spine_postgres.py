@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from helpers import glucose, ndjson, patient, query
 
-from healthtwin.thread.fhir.ingest import convert_records
+from healthtwin.thread.fhir.ingest import convert_records, ingest_paths
 from healthtwin.thread.fhir.reader import read_text
 from healthtwin.twin.model import Rejected
 from healthtwin.twin.store import open_store
@@ -182,3 +182,46 @@ def test_two_versions_in_one_batch_leave_one_current(backend) -> None:
     assert store.stats()["resources"] == {"Observation": 1, "Patient": 1}
     assert {r["code"]: r["num"] for r in store.state("p1")}["2339-0"] == 120.0
     assert store.verify().ok
+
+
+def test_kill_9_mid_ingest_leaves_whole_batches_and_no_lock(pg_cluster, tmp_path) -> None:
+    """A writer killed mid-transaction: its batch vanishes, the journal lock is free again."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    n_pat, per = 50, 99
+    data = tmp_path / "big.ndjson"
+    with data.open("w") as f:
+        for p in range(n_pat):
+            f.write(json.dumps(patient(f"p{p}")) + "\n")
+            for k in range(per):
+                f.write(json.dumps(glucose(f"g{p}-{k}", 80 + k, pid=f"p{p}")) + "\n")
+    total = n_pat * (1 + per)
+    url = f"{pg_cluster.url}?schema=crash"
+    cmd = [sys.executable, "-m", "healthtwin", "ingest", str(data), "--store", url]
+    cmd += ["--batch-size", "500", "--quiet"]
+    watcher = PostgresStore(url)  # creates the schema; counts committed batches
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if query(watcher, "SELECT count(*) FROM batches")[0][0] >= 1:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    batches = query(watcher, "SELECT created FROM batches")
+    n_records = query(watcher, "SELECT count(*) FROM records")[0][0]
+    assert n_records == sum(c for (c,) in batches)  # whole batches only
+    assert n_records % 500 == 0 and 0 < n_records < total  # it really was interrupted
+    assert watcher.verify().ok
+    watcher.close()
+    # the lock died with the killed transaction: a re-run proceeds and completes the job
+    with PostgresStore(url) as s:
+        rep = ingest_paths(s, [str(data)], batch_size=500)
+    assert rep.unchanged == n_records and rep.created == total - n_records
+    with PostgresStore(url, read_only=True) as s:
+        assert query(s, "SELECT count(*) FROM records")[0][0] == total
+        assert s.verify().ok
