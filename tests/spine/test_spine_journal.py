@@ -115,8 +115,9 @@ TAMPERING = {
     "edit original": "UPDATE records SET raw = replace(raw, '92', '29') WHERE rid = "
     "'Observation/o2'",
     "delete record": "DELETE FROM records WHERE rid = 'Observation/o3'",
-    "rewrite hash chain tail": "UPDATE journal SET hash = 'f' || substr(hash, 2) WHERE seq = "
-    "(SELECT max(seq) - 1 FROM journal)",
+    # (flip the first hex digit: a fixed 'f' would change nothing for 1 hash in 16)
+    "rewrite hash chain tail": "UPDATE journal SET hash = CASE WHEN substr(hash, 1, 1) = 'f' "
+    "THEN 'e' ELSE 'f' END || substr(hash, 2) WHERE seq = (SELECT max(seq) - 1 FROM journal)",
 }
 
 
