@@ -225,3 +225,23 @@ def test_kill_9_mid_ingest_leaves_whole_batches_and_no_lock(pg_cluster, tmp_path
     with PostgresStore(url, read_only=True) as s:
         assert query(s, "SELECT count(*) FROM records")[0][0] == total
         assert s.verify().ok
+
+
+def test_store_reconnects_after_its_connection_is_killed(pg_cluster) -> None:
+    import psycopg
+
+    url = f"{pg_cluster.url}?schema=reconnect"
+    store = PostgresStore(url)
+    store.write_batch(*convert_records(list(read_text("a", ndjson(patient())))))
+    pid = store.conn.info.backend_pid
+    with psycopg.connect(pg_cluster.url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    assert [t["twin_id"] for t in store.twins()] == ["Patient/p1"]  # read retried once
+    assert store.conn.info.backend_pid != pid
+    with psycopg.connect(pg_cluster.url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [store.conn.info.backend_pid])
+    with pytest.raises(psycopg.OperationalError):  # a write is never retried blindly
+        store.write_batch(*convert_records(list(read_text("b", ndjson(glucose("g", 90))))))
+    res = store.write_batch(*convert_records(list(read_text("b", ndjson(glucose("g", 90))))))
+    assert res.created == 1 and store.verify().ok
+    store.close()

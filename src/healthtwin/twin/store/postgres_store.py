@@ -92,6 +92,7 @@ CREATE INDEX IF NOT EXISTS identifiers_value ON identifiers (value);
 CREATE TABLE IF NOT EXISTS twins (
   twin_id {_T} PRIMARY KEY, kind {_T} NOT NULL, subject {_T}, sync_mode {_T} NOT NULL,
   name text, created_at timestamp NOT NULL, seq bigint NOT NULL);
+CREATE INDEX IF NOT EXISTS twins_short_id ON twins (split_part(twin_id, '/', 2));
 CREATE TABLE IF NOT EXISTS quarantine (
   qid bigint PRIMARY KEY, batch_id {_T}, recorded_at timestamp NOT NULL, source text,
   locator text, line integer, entry integer, reason text, raw bytea, seq bigint NOT NULL);
@@ -236,6 +237,7 @@ class PostgresStore(Store):
         connect_timeout: int = 10,
     ) -> None:
         dsn, url_schema = split_schema(dsn)
+        self._dsn, self._connect_timeout = dsn, connect_timeout
         self.location = mask_password(dsn)
         self.read_only = read_only
         self._clock = clock or utcnow
@@ -263,6 +265,9 @@ class PostgresStore(Store):
                 else f"PostgreSQL store {self.location}: no schema on the search_path"
             )
         self.schema = str(row[0])
+        self._session_sql = [
+            sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)).as_string(None)
+        ]
         self._key = _lock_key(self.schema)
         if read_only:
             exists = self.conn.execute("SELECT to_regclass('journal') IS NOT NULL").fetchone()
@@ -273,6 +278,7 @@ class PostgresStore(Store):
                     "healthtwin store yet (run `healthtwin ingest` first)"
                 )
             self.conn.execute("SET default_transaction_read_only = on")
+            self._session_sql.append("SET default_transaction_read_only = on")
         else:
             with self.conn.transaction():
                 self.conn.execute("SELECT pg_advisory_xact_lock(%s)", [self._key])
@@ -281,6 +287,25 @@ class PostgresStore(Store):
                     "INSERT INTO meta VALUES ('schema', %s) ON CONFLICT (key) DO NOTHING",
                     [SCHEMA_VERSION],
                 )
+
+    def _live(self) -> psycopg.Connection[Any]:
+        """The connection, re-opened (same schema and mode) when the old one broke, e.g. after
+        a server restart. A statement that failed is not retried; the next call reconnects."""
+        if self.conn.broken or self.conn.closed:
+            if self.conn.closed and not self.conn.broken:
+                raise StoreError(f"{self!r} is closed")
+            try:
+                conn = psycopg.connect(
+                    self._dsn, autocommit=True, connect_timeout=self._connect_timeout
+                )
+            except psycopg.Error as exc:
+                raise StoreError(
+                    f"cannot reconnect to PostgreSQL at {self.location}: {exc}"
+                ) from exc
+            for stmt in self._session_sql:
+                conn.execute(stmt)
+            self.conn = conn
+        return self.conn
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.location!r}, schema={self.schema!r})"
@@ -305,7 +330,7 @@ class PostgresStore(Store):
         *,
         source: str = "",
     ) -> BatchResult:
-        with self._lock, self.conn.transaction(), self.conn.cursor() as cur:
+        with self._lock, self._live().transaction(), self.conn.cursor() as cur:
             return self._write(cur, records, rejected, events, source)[0]
 
     def _write(
@@ -563,13 +588,13 @@ class PostgresStore(Store):
         cur.execute(_RESOLVE, cols)
 
     def append_events(self, events: Sequence[Event]) -> list[int]:
-        with self._lock, self.conn.transaction(), self.conn.cursor() as cur:
+        with self._lock, self._live().transaction(), self.conn.cursor() as cur:
             res, last = self._write(cur, [], [], events, "api")
         return list(range(last - res.events + 1, last))  # excludes the batch summary event
 
     def _atomic_events(self, events: list[Event], then: Any = None) -> None:
         """Append events and run ``then(cur, last_seq, recorded_at)`` in one transaction."""
-        with self._lock, self.conn.transaction(), self.conn.cursor() as cur:
+        with self._lock, self._live().transaction(), self.conn.cursor() as cur:
             res, last = self._write(cur, [], [], events, "api")
             if then is not None:
                 then(cur, last, res.recorded_at)
@@ -617,14 +642,24 @@ class PostgresStore(Store):
 
     # ------------------------------------------------------------------ reading
     def _all(self, query: Any, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
-        with self._lock, self.conn.cursor() as cur:
-            return cur.execute(query, params).fetchall()
+        """Rows of one read; retried once on a fresh connection when the old one broke."""
+        with self._lock:
+            try:
+                with self._live().cursor() as cur:
+                    return cur.execute(query, params).fetchall()
+            except psycopg.OperationalError:
+                if not self.conn.broken:
+                    raise
+            with self._live().cursor() as cur:
+                return cur.execute(query, params).fetchall()
 
     def _resolve_twin(self, twin_id: str) -> dict[str, Any]:
         cols = "twin_id, kind, subject, sync_mode, name, created_at"
+        # exact id, or the id after the type ("p1" for "Patient/p1"), both by index
         rows = self._all(
-            f"SELECT {cols} FROM twins WHERE twin_id = %s OR twin_id LIKE %s ORDER BY twin_id",
-            [twin_id, f"%/{twin_id}"],
+            f"SELECT {cols} FROM twins WHERE twin_id = %s OR split_part(twin_id, '/', 2) = %s "
+            "ORDER BY twin_id",
+            [twin_id, twin_id],
         )
         if not rows:
             rows = self._all(
@@ -785,7 +820,7 @@ class PostgresStore(Store):
             "GROUP BY unit_status ORDER BY unit_status",
         }
         out: dict[str, Any] = {}
-        with self._lock, self.conn.transaction(), self.conn.cursor() as cur:
+        with self._lock, self._live().transaction(), self.conn.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             for key, q in queries.items():
                 rows = cur.execute(q).fetchall()
@@ -796,7 +831,7 @@ class PostgresStore(Store):
         """Check the chain and every stored original against it, in one snapshot."""
         rep = VerifyReport()
         payload_of: dict[int, str] = {}
-        with self._lock, self.conn.transaction():
+        with self._lock, self._live().transaction():
             self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             with self.conn.cursor(name="healthtwin_verify_journal") as jc:
                 jc.itersize = 5000
