@@ -653,6 +653,17 @@ class PostgresStore(Store):
             with self._live().cursor() as cur:
                 return cur.execute(query, params).fetchall()
 
+    def read_sql(
+        self, query: str, params: Sequence[Any] | dict[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """(column names, rows) of one read-only query, for analytics modules that need SQL
+        the Store interface does not offer (e.g. ``research.cohort_data``)."""
+        with self._lock, self._live().transaction(), self.conn.cursor() as cur:
+            cur.execute("SET TRANSACTION READ ONLY")
+            cur.execute(query, params)
+            cols = [d.name for d in cur.description or []]
+            return cols, cur.fetchall()
+
     def _resolve_twin(self, twin_id: str) -> dict[str, Any]:
         cols = "twin_id, kind, subject, sync_mode, name, created_at"
         # exact id, or the id after the type ("p1" for "Patient/p1"), both by index
