@@ -62,7 +62,4 @@ def ndjson(*resources: dict[str, Any]) -> str:
 
 def query(store: Any, sql: str) -> list[tuple[Any, ...]]:
     """Rows of a read-only SQL query (written to run on DuckDB and PostgreSQL) on a store."""
-    con = getattr(store, "con", None)  # DuckDBStore
-    if con is not None:
-        return con.execute(sql).fetchall()
-    return store.conn.execute(sql).fetchall()  # PostgresStore
+    return store.con.execute(sql).fetchall()  # duckdb or psycopg connection

@@ -122,8 +122,9 @@ def cohort_frame(
     if not codes:
         raise CohortDataError("no LOINC codes given")
     names = [column_name(c) for c in codes]
-    con = getattr(store, "con", None)
-    if con is None and not hasattr(store, "read_sql"):
+    pg = hasattr(store, "read_sql")  # PostgresStore: its own SQL dialect
+    con = None if pg else getattr(store, "con", None)
+    if con is None and not pg:
         raise CohortDataError(
             f"{type(store).__name__} has no SQL connection; cohort_frame needs DuckDBStore "
             "or PostgresStore"

@@ -227,6 +227,9 @@ class PostgresStore(Store):
     transaction read-only. ``clock``: a callable returning naive UTC now (tests).
     """
 
+    #: DB-API parameter style of ``con`` (for callers that run their own SQL)
+    paramstyle = "format"
+
     def __init__(
         self,
         dsn: str,
@@ -236,6 +239,7 @@ class PostgresStore(Store):
         clock: Any = None,
         connect_timeout: int = 10,
     ) -> None:
+        self.url = dsn  # as given (schema included): what opens the same store again
         dsn, url_schema = split_schema(dsn)
         self._dsn, self._connect_timeout = dsn, connect_timeout
         self.location = mask_password(dsn)
@@ -306,6 +310,12 @@ class PostgresStore(Store):
                 conn.execute(stmt)
             self.conn = conn
         return self.conn
+
+    @property
+    def con(self) -> psycopg.Connection[Any]:
+        """The live psycopg connection (autocommit; ``%s`` placeholders), for read-model SQL
+        the Store interface does not offer; as ``DuckDBStore.con``, one thread at a time."""
+        return self._live()
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.location!r}, schema={self.schema!r})"
