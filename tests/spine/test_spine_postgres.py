@@ -129,6 +129,9 @@ def test_url_schema_and_password_handling(pg_cluster) -> None:
     dsn, schema = split_schema("postgresql://u:secret@h:5/db?schema=s1&sslmode=disable")
     assert schema == "s1" and "schema" not in dsn and "sslmode=disable" in dsn
     assert mask_password("postgresql://u:secret@h:5/db") == "postgresql://u:***@h:5/db"
+    assert mask_password("postgres://h/db?password=secret&schema=x") == (
+        "postgres://h/db?password=***&schema=x"
+    )
     with pytest.raises(StoreError, match="does not exist"):
         open_store(f"{pg_cluster.url}?schema=nothing_here", read_only=True)
     with pytest.raises(StoreError, match="cannot connect"):
