@@ -248,3 +248,40 @@ def test_store_reconnects_after_its_connection_is_killed(pg_cluster) -> None:
     res = store.write_batch(*convert_records(list(read_text("b", ndjson(glucose("g", 90))))))
     assert res.created == 1 and store.verify().ok
     store.close()
+
+
+def test_watch_notifies_every_commit_and_no_rollback(pg_cluster) -> None:
+    import threading
+
+    from healthtwin.twin.model import Event
+
+    url = f"{pg_cluster.url}?schema=watch"
+    a, b = PostgresStore(url), PostgresStore(url)  # two writers, e.g. two server workers
+    seen: list[int] = []
+    heads_it = a.watch(timeout=30)  # listening from here on
+
+    def listen() -> None:
+        for head in heads_it:
+            seen.append(head)
+            if len(seen) == 2:
+                return
+
+    t = threading.Thread(target=listen)
+    t.start()
+    r1 = b.write_batch(*convert_records(list(read_text("b", ndjson(patient("w1"))))))
+
+    def boom(cur: Any, seq: int, rec: Any) -> None:
+        raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):  # a rolled-back batch notifies nobody
+        b._atomic_events([Event("x.y", {}, {})], boom)
+    a.append_events([Event("audit.read", {"who": "t"}, {"source": "t"}, "Patient/w1")])
+    t.join(timeout=30)
+    heads_it.close()  # closes the listening connection
+    heads = [r[0] for r in query(a, "SELECT last_seq FROM batches ORDER BY last_seq")]
+    assert seen == heads  # both commits, in order, nothing for the rollback
+    changed = b.changes_since(seen[0] - r1.events)
+    assert [c["kind"] for c in changed][:3] == ["record.created", "twin.created", "batch.committed"]
+    assert {c["twin_id"] for c in changed} >= {"Patient/w1"}
+    a.close()
+    b.close()

@@ -272,6 +272,7 @@ class PostgresStore(Store):
                 else f"PostgreSQL store {self.location}: no schema on the search_path"
             )
         self.schema = str(row[0])
+        self.channel = f"healthtwin_journal_{self._channel_suffix(self.schema)}"
         self._session_sql = [
             sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)).as_string(None)
         ]
@@ -294,6 +295,43 @@ class PostgresStore(Store):
                     "INSERT INTO meta VALUES ('schema', %s) ON CONFLICT (key) DO NOTHING",
                     [SCHEMA_VERSION],
                 )
+
+    @staticmethod
+    def _channel_suffix(schema: str) -> str:
+        return hashlib.sha256(schema.encode()).hexdigest()[:16]
+
+    def watch(self, timeout: float | None = None) -> Iterator[int]:
+        """The journal head (``seq``) after every commit to this store, by any process.
+
+        PostgreSQL LISTEN/NOTIFY on its own connection, listening when ``watch`` returns:
+        each committed batch notifies its last ``seq`` at commit (a rolled-back batch never
+        does). Iterating blocks until the next
+        commit; ends after ``timeout`` seconds without one (None: never). Run it on its own
+        thread; ``changes_since(seq)`` then says what changed (e.g. to invalidate caches or
+        feed live updates in every server worker).
+        """
+        conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=self._connect_timeout)
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+
+        def heads() -> Iterator[int]:  # listening already when watch() returns
+            try:
+                for note in conn.notifies(timeout=timeout):
+                    yield int(note.payload)
+            finally:
+                conn.close()
+
+        return heads()
+
+    def changes_since(self, seq: int, limit: int = 10_000) -> list[dict[str, Any]]:
+        """Journal events after ``seq`` (oldest first, at most ``limit``): seq, kind,
+        twin_id, subject, batch_id; what a ``watch`` listener reads after a notification."""
+        rows = self._all(
+            "SELECT seq, kind, twin_id, subject, batch_id FROM journal WHERE seq > %s "
+            "ORDER BY seq LIMIT %s",
+            [seq, limit],
+        )
+        keys = ("seq", "kind", "twin_id", "subject", "batch_id")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def _live(self) -> psycopg.Connection[Any]:
         """The connection, re-opened (same schema and mode) when the old one broke, e.g. after
@@ -572,6 +610,8 @@ class PostgresStore(Store):
             ],
         )
         self._resolve_pending(cur)
+        # delivered to listeners at commit only (never for a rolled-back batch)
+        cur.execute("SELECT pg_notify(%s, %s)", [self.channel, str(seq)])
         return res, seq
 
     @staticmethod
