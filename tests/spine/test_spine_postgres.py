@@ -285,3 +285,34 @@ def test_watch_notifies_every_commit_and_no_rollback(pg_cluster) -> None:
     assert {c["twin_id"] for c in changed} >= {"Patient/w1"}
     a.close()
     b.close()
+
+
+def test_aware_times_mean_the_same_instant_whatever_the_server_zone(pg_cluster) -> None:
+    """Aware times on a server whose default zone is not UTC mean the same instant as naive UTC."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    import psycopg
+
+    with psycopg.connect(pg_cluster.url, autocommit=True) as admin:
+        admin.execute("ALTER DATABASE postgres SET timezone TO 'Pacific/Kiritimati'")  # UTC+14
+    try:
+        store = PostgresStore(f"{pg_cluster.url}?schema=zones")
+        text = ndjson(patient(), glucose("g1", 90, when="2024-01-01T08:00:00Z"))
+        store.write_batch(*convert_records(list(read_text("z", text))))
+        cut = datetime(2024, 1, 1, 8, 30)  # naive UTC: after the observation
+        aware = cut.replace(tzinfo=UTC).astimezone(timezone(timedelta(hours=-10)))
+        got = {r["code"] for r in store.state("p1", at=aware)}
+        assert "2339-0" in got and got == {r["code"] for r in store.state("p1", at=cut)}
+        early = datetime(2024, 1, 1, 7, 30, tzinfo=UTC)
+        assert "2339-0" not in {r["code"] for r in store.state("p1", at=early)}
+        # the caller's own SQL (server read model) with an aware parameter: the session is UTC
+        n = store.con.execute(
+            "SELECT count(*) FROM facts WHERE code = '2339-0' AND effective <= %s", [early]
+        ).fetchone()
+        assert n == (0,)
+        row = query(store, "SELECT effective FROM facts WHERE code = '2339-0'")[0][0]
+        assert row == datetime(2024, 1, 1, 8, 0)  # stored as naive UTC
+        store.close()
+    finally:
+        with psycopg.connect(pg_cluster.url, autocommit=True) as admin:
+            admin.execute("ALTER DATABASE postgres RESET timezone")

@@ -253,6 +253,8 @@ class PostgresStore(Store):
             self.conn = psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout)
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to PostgreSQL at {self.location}: {exc}") from exc
+        # times are naive UTC: comparisons with aware parameters must not shift by a zone
+        self.conn.execute("SET TIME ZONE 'UTC'")
         schema = schema or url_schema
         if schema:
             if not read_only:
@@ -274,7 +276,8 @@ class PostgresStore(Store):
         self.schema = str(row[0])
         self.channel = f"healthtwin_journal_{self._channel_suffix(self.schema)}"
         self._session_sql = [
-            sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)).as_string(None)
+            "SET TIME ZONE 'UTC'",
+            sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)).as_string(None),
         ]
         self._key = _lock_key(self.schema)
         if read_only:
