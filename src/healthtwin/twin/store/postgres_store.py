@@ -597,8 +597,12 @@ class PostgresStore(Store):
         self._copy(cur, "identifiers", id_rows)
         self._copy(cur, "twins", twin_rows)
         self._copy(cur, "quarantine", q_rows)
-        cur.execute(
-            "INSERT INTO batches VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+        # One round trip: the batch row, the commit notification (delivered to listeners at
+        # commit only, never for a rolled-back batch) and the pending conditional references.
+        row = cur.execute(
+            "WITH b AS (INSERT INTO batches VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING 1) "
+            "SELECT (SELECT count(*) FROM b), pg_notify(%s, %s), "
+            "ARRAY(SELECT DISTINCT reference FROM refs WHERE status = 'conditional')",
             [
                 batch_id,
                 source,
@@ -610,11 +614,12 @@ class PostgresStore(Store):
                 res.quarantined,
                 last_seq + 1,
                 seq,
+                self.channel,
+                str(seq),
             ],
-        )
-        self._resolve_pending(cur)
-        # delivered to listeners at commit only (never for a rolled-back batch)
-        cur.execute("SELECT pg_notify(%s, %s)", [self.channel, str(seq)])
+        ).fetchone()
+        assert row is not None and row[0] == 1
+        self._resolve_pending(cur, row[2])
         return res, seq
 
     @staticmethod
@@ -628,16 +633,14 @@ class PostgresStore(Store):
             for r in rows:
                 cp.write_row(r)
 
-    def _resolve_pending(self, cur: psycopg.Cursor[Any]) -> None:
+    def _resolve_pending(self, cur: psycopg.Cursor[Any], pending: Sequence[str]) -> None:
         """Resolve conditional references (Type?identifier=system|value) that now match.
 
-        Checked on every batch (another worker may have written the pending reference);
-        the partial index ``refs_conditional`` makes the check free when none is pending.
+        ``pending``: the distinct conditional references still unresolved, read on every
+        batch (another worker may have written one); the partial index ``refs_conditional``
+        makes that read free when none is pending.
         """
-        pend = cur.execute(
-            "SELECT DISTINCT reference FROM refs WHERE status = 'conditional'"
-        ).fetchall()
-        parsed = [p for (ref,) in pend if (p := parse_conditional(ref)) is not None]
+        parsed = [p for ref in pending if (p := parse_conditional(ref)) is not None]
         if not parsed:
             return
         cols = [list(c) for c in zip(*parsed, strict=True)]
