@@ -5,9 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HEALTHTWIN_SHARED ?= $(abspath ../shared)
 
-.PHONY: setup demo test lint typecheck bench clean chromium
+.PHONY: setup postgres demo test lint typecheck bench clean chromium
 
-setup: $(STAMP)
+setup: $(STAMP) postgres
+
+# Debian's postgresql (server binaries for the tests' throwaway cluster), only when missing
+postgres:
+	scripts/ensure-postgres.sh
 
 $(STAMP): requirements.lock pyproject.toml
 	scripts/bootstrap-venv.sh $(VENV)

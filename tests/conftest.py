@@ -7,7 +7,9 @@ it skip with a visible reason when it is absent (a fresh clone elsewhere).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,3 +33,26 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def fixtures() -> Path:
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """A throwaway PostgreSQL cluster for this test session (one per xdist worker).
+
+    Debian's ``postgresql`` server binaries are used (installed with apt-get when missing and
+    running as root, as in CI); skips with the reason only when they can be neither found
+    nor installed.
+    """
+    from healthtwin.twin.store.pgcluster import LocalCluster, find_bindir, install_postgres
+
+    if find_bindir() is None and not install_postgres():
+        pytest.skip(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found and cannot be installed "
+            "here (needs root and apt-get): install Debian's `postgresql` package"
+        )
+    cluster = LocalCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -58,3 +58,8 @@ def glucose(
 
 def ndjson(*resources: dict[str, Any]) -> str:
     return "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in resources)
+
+
+def query(store: Any, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a read-only SQL query (written to run on DuckDB and PostgreSQL) on a store."""
+    return store.con.execute(sql).fetchall()  # duckdb or psycopg connection

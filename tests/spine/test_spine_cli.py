@@ -1,4 +1,4 @@
-"""The CLI as a user runs it (a real subprocess, a real DuckDB file)."""
+"""The CLI as a user runs it (a real subprocess, a real DuckDB file or PostgreSQL database)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,20 @@ import sys
 import time
 from pathlib import Path
 
-import duckdb
 from helpers import glucose, ndjson, patient
 
 EXE = [sys.executable, "-m", "healthtwin"]
 
 
-def ht(*args: str, store: Path, input: str | None = None) -> subprocess.CompletedProcess:
+def ht(*args: str, store: Path | str, input: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "HEALTHTWIN_STORE": str(store)}
     return subprocess.run(
         [*EXE, *args], capture_output=True, text=True, input=input, env=env, timeout=120
     )
 
 
-def test_ingest_state_as_of_verify_export_quarantine(tmp_path, fixtures) -> None:
-    store = tmp_path / "cli.duckdb"
+def test_ingest_state_as_of_verify_export_quarantine(tmp_path, backend) -> None:
+    store = backend.location
     first = tmp_path / "first.ndjson"
     first.write_text(ndjson(patient(), glucose("g", 200, when="2024-01-02T07:00:00Z")))
     r = ht("ingest", str(first), "--format", "json", store=store)
@@ -58,9 +57,7 @@ def test_ingest_state_as_of_verify_export_quarantine(tmp_path, fixtures) -> None
         res = ht(*cmd, store=store)
         assert res.returncode == 0, (cmd, res.stderr)
     # an edited journal row is caught
-    con = duckdb.connect(str(store))
-    con.execute("UPDATE journal SET payload = payload || ' ' WHERE seq = 2")
-    con.close()
+    backend.sql("UPDATE journal SET payload = payload || ' ' WHERE seq = 2")
     bad = ht("verify", store=store)
     assert bad.returncode == 1 and "altered" in bad.stderr
 

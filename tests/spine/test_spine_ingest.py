@@ -6,11 +6,11 @@ import json
 from datetime import datetime
 
 import pytest
-from helpers import Clock, glucose, ndjson, patient
+from helpers import Clock, glucose, ndjson, patient, query
 
 from healthtwin.thread.fhir.ingest import ingest_paths
 from healthtwin.thread.fhir.reader import read_source, read_text
-from healthtwin.twin.store.duckdb_store import DuckDBStore
+from healthtwin.twin.store.base import Store
 
 
 def _originals(paths) -> dict[str, str]:
@@ -24,17 +24,15 @@ def _originals(paths) -> dict[str, str]:
     return out
 
 
-def _check_byte_exact(store: DuckDBStore, originals: dict[str, str]) -> None:
-    rows = dict(
-        store.con.execute("SELECT rid, raw FROM records WHERE superseded_at IS NULL").fetchall()
-    )
+def _check_byte_exact(store: Store, originals: dict[str, str]) -> None:
+    rows = dict(query(store, "SELECT rid, raw FROM records WHERE superseded_at IS NULL"))
     assert set(originals) <= set(rows)
     for rid, text in originals.items():
         assert rows[rid].encode() == text.encode(), rid
 
 
-def test_fixture_bulk_ingest_stores_everything(fixtures, tmp_path) -> None:
-    store = DuckDBStore(tmp_path / "s.duckdb")
+def test_fixture_bulk_ingest_stores_everything(fixtures, backend) -> None:
+    store = backend.open()
     files = sorted((fixtures / "fhir/bulk").glob("*.ndjson"))
     rep = ingest_paths(store, [str(fixtures / "fhir/bulk")])
     n_lines = sum(1 for f in files for ln in f.read_text().splitlines() if ln.strip())
@@ -46,10 +44,10 @@ def test_fixture_bulk_ingest_stores_everything(fixtures, tmp_path) -> None:
 
 
 @pytest.mark.shared
-def test_synthea_bundles_all_stored_none_quarantined_byte_exact(shared_data, tmp_path) -> None:
+def test_synthea_bundles_all_stored_none_quarantined_byte_exact(shared_data, backend) -> None:
     folder = shared_data / "fhir/synthea-bundles"
     files = sorted(folder.glob("*.json"))[:20]
-    store = DuckDBStore(tmp_path / "s.duckdb")
+    store = backend.open()
     rep = ingest_paths(store, [str(f) for f in files])
     entries = sum(len(json.loads(f.read_text())["entry"]) for f in files)
     assert rep.quarantined == 0
@@ -61,17 +59,18 @@ def test_synthea_bundles_all_stored_none_quarantined_byte_exact(shared_data, tmp
     assert st["twins"]["patient"] == 20
     assert st["references"] == {"resolved": st["references"]["resolved"]}  # all resolved
     # every twin's observations landed with canonical units where the code has one
-    bp = store.con.execute(
-        "SELECT count(*), count(*) FILTER (unit_canonical = 'mm[Hg]') FROM facts "
-        "WHERE code = '8480-6'"
-    ).fetchall()[0]
+    bp = query(
+        store,
+        "SELECT count(*), count(*) FILTER (WHERE unit_canonical = 'mm[Hg]') FROM facts "
+        "WHERE code = '8480-6'",
+    )[0]
     assert bp[0] > 0 and bp[0] == bp[1]
     assert store.verify().ok
 
 
 @pytest.mark.shared
-def test_bulk_export_and_r4_examples(shared_data, tmp_path) -> None:
-    store = DuckDBStore(tmp_path / "s.duckdb")
+def test_bulk_export_and_r4_examples(shared_data, backend) -> None:
+    store = backend.open()
     bulk = sorted((shared_data / "fhir/synthea-bulk-10").glob("[A-Z]*.ndjson"))
     rep = ingest_paths(store, [str(f) for f in bulk])
     assert rep.quarantined == 0 and rep.created == 7160
@@ -85,7 +84,7 @@ def test_bulk_export_and_r4_examples(shared_data, tmp_path) -> None:
     assert all("DELETE" in r or "reference" in r for r in reasons), reasons
 
 
-def test_partly_bad_batch_keeps_good_records_and_says_where(tmp_path) -> None:
+def test_partly_bad_batch_keeps_good_records_and_says_where(tmp_path, backend) -> None:
     good = [patient(), glucose("g1", 95), glucose("g2", 5.5, "mmol/L")]
     lines = ndjson(*good).splitlines()
     bad = [
@@ -99,7 +98,7 @@ def test_partly_bad_batch_keeps_good_records_and_says_where(tmp_path) -> None:
     text = "\n".join([lines[0], bad[0], lines[1], *bad[1:], lines[2]]) + "\n"
     f = tmp_path / "mixed.ndjson"
     f.write_text(text)
-    store = DuckDBStore(tmp_path / "s.duckdb")
+    store = backend.open()
     rep = ingest_paths(store, [str(f)])
     assert rep.created == 3 and rep.quarantined == 6
     q = store.quarantine()
@@ -119,9 +118,9 @@ def test_partly_bad_batch_keeps_good_records_and_says_where(tmp_path) -> None:
     assert state["2339-0"]["num_canonical"] == pytest.approx(5.5 * 180.156 / 10)
 
 
-def test_amendment_as_of_and_entered_in_error() -> None:
+def test_amendment_as_of_and_entered_in_error(backend) -> None:
     clock = Clock(datetime(2024, 3, 1, 9))
-    store = DuckDBStore(":memory:", clock=clock)
+    store = backend.open(clock=clock)
     ingest = lambda *r: store.write_batch(*_conv(ndjson(*r)))  # noqa: E731
     ingest(patient(), glucose("g", 180.0, when="2024-02-01T08:00:00Z"))
     t_first = clock.now
@@ -139,14 +138,12 @@ def test_amendment_as_of_and_entered_in_error() -> None:
     assert {r["code"]: r["num_canonical"] for r in store.state("p1", as_of=t_first)}[
         "2339-0"
     ] == 180.0
-    versions = store.con.execute(
-        "SELECT count(*) FROM records WHERE rid = 'Observation/g'"
-    ).fetchall()[0][0]
+    versions = query(store, "SELECT count(*) FROM records WHERE rid = 'Observation/g'")[0][0]
     assert versions == 3  # corrections never delete
 
 
-def test_conditional_reference_resolves_when_target_arrives() -> None:
-    store = DuckDBStore(":memory:")
+def test_conditional_reference_resolves_when_target_arrives(backend) -> None:
+    store = backend.open()
     obs = {**glucose("g", 100), "subject": {"reference": "Patient?identifier=urn:mrn|12345"}}
     store.write_batch(*_conv(ndjson(obs)))
     assert store.stats()["references"].get("conditional") == 1
@@ -156,8 +153,8 @@ def test_conditional_reference_resolves_when_target_arrives() -> None:
     assert "2339-0" in {r["code"] for r in store.state("px")}
 
 
-def test_transaction_bundle_urn_uuid_and_delete(fixtures) -> None:
-    store = DuckDBStore(":memory:")
+def test_transaction_bundle_urn_uuid_and_delete(backend) -> None:
+    store = backend.open()
     text = json.dumps(
         {
             "resourceType": "Bundle",
@@ -211,13 +208,14 @@ def _conv(text: str):
     return acc, rej
 
 
-def test_gzipped_ndjson_is_read_transparently(tmp_path) -> None:
+def test_gzipped_ndjson_is_read_transparently(tmp_path, backend) -> None:
     import gzip
 
     text = ndjson(patient("gz"), glucose("g1", 101, pid="gz"))
-    f = tmp_path / "feed.ndjson.gz"
-    f.write_bytes(gzip.compress(text.encode()))
-    store = DuckDBStore(":memory:")
-    rep = ingest_paths(store, [str(tmp_path)])
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "feed.ndjson.gz").write_bytes(gzip.compress(text.encode()))
+    store = backend.open()
+    rep = ingest_paths(store, [str(folder)])
     assert rep.created == 2 and rep.quarantined == 0
     assert sorted(store.originals("gz")) == sorted(text.splitlines())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
-import duckdb
 import pytest
 from helpers import Clock, glucose, ndjson, patient
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +12,6 @@ from hypothesis import strategies as st
 
 from healthtwin.thread.fhir.ingest import convert_records
 from healthtwin.thread.fhir.reader import read_text
-from healthtwin.twin.store.duckdb_store import DuckDBStore
 
 CODES = ["2339-0", "8480-6", "8867-4"]
 UNITS = {"2339-0": "mg/dL", "8480-6": "mm[Hg]", "8867-4": "/min"}
@@ -50,11 +48,15 @@ def _oracle(history: list[dict], at: datetime | None, as_of: datetime | None) ->
     return {c: e["value"] for c, e in best.items() if e["status"] != "entered-in-error"}
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(steps, st.integers(0, 12), st.integers(0, 40))
-def test_any_event_sequence_rebuilds_the_same_state(steps, at_day, as_of_tick) -> None:
+def test_any_event_sequence_rebuilds_the_same_state(backend, steps, at_day, as_of_tick) -> None:
     clock = Clock(datetime(2024, 1, 1))
-    store = DuckDBStore(":memory:", clock=clock)
+    store = backend.new(clock=clock)  # a fresh, empty store per example
     store.write_batch(*convert_records(list(read_text("p", ndjson(patient())))))
     history: list[dict] = []
     seq = 0
@@ -89,48 +91,48 @@ def test_any_event_sequence_rebuilds_the_same_state(steps, at_day, as_of_tick) -
         }
         assert got == _oracle(history, a, k), (a, k)
     assert store.verify().ok
+    store.close()
 
 
-def _store_with_data(tmp_path) -> str:
-    path = str(tmp_path / "j.duckdb")
-    store = DuckDBStore(path)
+def _store_with_data(backend) -> None:
+    store = backend.open()
     text = ndjson(patient(), *[glucose(f"o{i}", 90 + i) for i in range(5)])
     store.write_batch(*convert_records(list(read_text("d.ndjson", text))))
     store.write_batch(*convert_records(list(read_text("e.ndjson", ndjson(glucose("o1", 150))))))
     assert store.verify().ok
     store.close()
-    return path
 
 
+# Edits an intruder could make with SQL; each runs unchanged on DuckDB and PostgreSQL
+# (a reorder takes two statements because PostgreSQL's journal has a primary key on seq).
 TAMPERING = {
     "edit payload": "UPDATE journal SET payload = replace(payload, 'Observation', 'Observatio') "
     "WHERE seq = 4",
-    "edit time": "UPDATE journal SET recorded_at = recorded_at + INTERVAL 1 SECOND WHERE seq = 3",
+    "edit time": "UPDATE journal SET recorded_at = recorded_at + INTERVAL '1 second' WHERE seq = 3",
     "delete event": "DELETE FROM journal WHERE seq = 3",
-    "reorder events": "UPDATE journal SET seq = CASE seq WHEN 3 THEN 4 WHEN 4 THEN 3 END "
-    "WHERE seq IN (3, 4)",
+    "reorder events": "UPDATE journal SET seq = -seq WHERE seq IN (3, 4); "
+    "UPDATE journal SET seq = CASE seq WHEN -3 THEN 4 WHEN -4 THEN 3 END WHERE seq IN (-3, -4)",
     "edit original": "UPDATE records SET raw = replace(raw, '92', '29') WHERE rid = "
     "'Observation/o2'",
     "delete record": "DELETE FROM records WHERE rid = 'Observation/o3'",
-    "rewrite hash chain tail": "UPDATE journal SET hash = 'f' || substr(hash, 2) WHERE seq = "
-    "(SELECT max(seq) - 1 FROM journal)",
+    # (flip the first hex digit: a fixed 'f' would change nothing for 1 hash in 16)
+    "rewrite hash chain tail": "UPDATE journal SET hash = CASE WHEN substr(hash, 1, 1) = 'f' "
+    "THEN 'e' ELSE 'f' END || substr(hash, 2) WHERE seq = (SELECT max(seq) - 1 FROM journal)",
 }
 
 
 @pytest.mark.parametrize("name", sorted(TAMPERING))
-def test_verify_detects_tampering(tmp_path, name: str) -> None:
-    path = _store_with_data(tmp_path)
-    con = duckdb.connect(path)
-    con.execute(TAMPERING[name])
-    con.close()
-    store = DuckDBStore(path, read_only=True)
+def test_verify_detects_tampering(backend, name: str) -> None:
+    _store_with_data(backend)
+    backend.sql(TAMPERING[name])
+    store = backend.open(read_only=True)
     rep = store.verify()
     assert not rep.ok, name
     assert rep.problems
 
 
-def test_journal_provenance_names_file_and_place(tmp_path) -> None:
-    store = DuckDBStore(":memory:")
+def test_journal_provenance_names_file_and_place(backend) -> None:
+    store = backend.open()
     store.write_batch(
         *convert_records(list(read_text("feed.ndjson", ndjson(patient(), glucose("g", 101)))))
     )
@@ -142,8 +144,8 @@ def test_journal_provenance_names_file_and_place(tmp_path) -> None:
     assert json.dumps(hist, default=str)
 
 
-def test_twin_creation_and_sync_mode_are_journaled() -> None:
-    store = DuckDBStore(":memory:")
+def test_twin_creation_and_sync_mode_are_journaled(backend) -> None:
+    store = backend.open()
     store.write_batch(*convert_records(list(read_text("p", ndjson(patient())))))
     cid = store.create_twin("cohort", "HbA1c > 8 study", sync_mode="model")
     store.set_sync_mode("p1", "twin")

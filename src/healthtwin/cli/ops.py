@@ -28,7 +28,8 @@ def _store_opt(f: Any) -> Any:
         "--store",
         "store_path",
         type=click.Path(),
-        help="DuckDB store: journal the run record there as a 'simulation.run' event",
+        help="DuckDB store or PostgreSQL URL: journal the run record there as a "
+        "'simulation.run' event",
     )(f)
 
 
@@ -40,8 +41,9 @@ def _twin_opt(f: Any) -> Any:
 
 def _open_store(path: str, read_only: bool = False) -> Any:
     from healthtwin.cli.spine import _open
+    from healthtwin.twin.store import is_postgres_url
 
-    if not Path(path).exists():
+    if not is_postgres_url(path) and not Path(path).exists():
         raise click.ClickException(f"store {path!r} does not exist (run `healthtwin ingest` first)")
     return _open(path, read_only=read_only)
 
@@ -50,7 +52,9 @@ def _precheck(store_path: str | None, twin_id: str | None) -> None:
     """Fail before a long run, not after it."""
     if store_path is None and twin_id is not None:
         raise click.UsageError("--twin needs --store")
-    if store_path is not None and not Path(store_path).exists():
+    from healthtwin.twin.store import is_postgres_url
+
+    if store_path is not None and not is_postgres_url(store_path) and not Path(store_path).exists():
         raise click.ClickException(
             f"store {store_path!r} does not exist (run `healthtwin ingest` first)"
         )

@@ -27,19 +27,28 @@ def _store_option(f: Any) -> Any:
         "store_path",
         default=lambda: os.environ.get("HEALTHTWIN_STORE", "healthtwin.duckdb"),
         show_default="$HEALTHTWIN_STORE or ./healthtwin.duckdb",
-        help="DuckDB store file.",
+        help="DuckDB store file, or a PostgreSQL URL (postgresql://user@host:port/db"
+        "[?schema=NAME]).",
     )(f)
 
 
 def _open(path: str, read_only: bool = False) -> Any:
-    from healthtwin.twin.store.duckdb_store import DuckDBStore
+    from healthtwin.twin.store import open_store
+    from healthtwin.twin.store.postgres_store import mask_password
 
-    if read_only and not Path(path).exists():
-        raise click.ClickException(f"store {path!r} does not exist (run `healthtwin ingest` first)")
     try:
-        return DuckDBStore(path, read_only=read_only)
+        return open_store(path, read_only=read_only)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
     except Exception as exc:  # duckdb.IOException: locked, corrupt
-        raise click.ClickException(f"cannot open store {path!r}: {exc}") from exc
+        raise click.ClickException(f"cannot open store {mask_password(path)!r}: {exc}") from exc
+
+
+def _shown(path: str) -> str:
+    """The store location for messages (a PostgreSQL password masked)."""
+    from healthtwin.twin.store.postgres_store import mask_password
+
+    return mask_password(path)
 
 
 def _time(value: str | None, name: str) -> datetime | None:
@@ -147,14 +156,14 @@ def ingest(
         if strict
         else "fast path (run `healthtwin validate` for strict R4B validation)",
     }
-    _emit(summary, fmt, title=f"ingest into {store_path}")
+    _emit(summary, fmt, title=f"ingest into {_shown(store_path)}")
     err = Console(stderr=True)
     for s in report.skipped[:20]:
         err.print(f"skipped: {s}")
     if report.quarantined:
         err.print(
             f"[red]{report.quarantined} record(s) quarantined[/red]: "
-            f"see `healthtwin quarantine --store {store_path}`"
+            f"see `healthtwin quarantine --store {_shown(store_path)}`"
         )
         sys.exit(1)
 

@@ -12,7 +12,8 @@ Units are in ``df.attrs["units"]`` (column -> canonical UCUM unit) and the codes
 ``df.attrs["codes"]`` (column -> LOINC code).
 
 This is built on ``DuckDBStore.con`` (the public connection), not on a Store method: the Store
-interface has no cohort/pivot query.
+interface has no cohort/pivot query. On a ``PostgresStore`` the same query runs in PostgreSQL's
+dialect through ``PostgresStore.read_sql``.
 """
 
 from __future__ import annotations
@@ -65,6 +66,42 @@ FROM pat p LEFT JOIN f ON f.subject = p.subject AND f.rn = 1
 ORDER BY p.subject, f.code
 """
 
+# The same query in PostgreSQL's dialect (PostgresStore); partial or invalid birth dates -> NULL.
+_PG_SQL = """
+WITH pat AS (
+  SELECT rid AS subject, raw::jsonb ->> 'birthDate' AS birth_text,
+         raw::jsonb ->> 'gender' AS gender
+  FROM records
+  WHERE rtype = 'Patient' AND superseded_at IS NULL AND NOT deleted
+),
+f AS (
+  SELECT subject, code, num_canonical, unit_canonical, effective,
+         row_number() OVER (
+           PARTITION BY subject, code ORDER BY effective DESC NULLS LAST, seq DESC
+         ) AS rn
+  FROM facts
+  WHERE superseded_at IS NULL
+    AND coalesce(status, '') <> 'entered-in-error'
+    AND system = %(system)s
+    AND code = ANY(%(codes)s)
+    AND num_canonical IS NOT NULL
+    AND (%(at)s::timestamp IS NULL OR effective <= %(at)s::timestamp)
+)
+SELECT p.subject, p.birth_text AS birth, p.gender, f.code, f.num_canonical, f.unit_canonical,
+       f.effective
+FROM pat p LEFT JOIN f ON f.subject = p.subject AND f.rn = 1
+ORDER BY p.subject, f.code
+"""
+
+
+def _pg_frame(store: Any, params: dict[str, Any]) -> pd.DataFrame:
+    cols, rows = store.read_sql(_PG_SQL, params)
+    raw = pd.DataFrame(rows, columns=cols)
+    raw["birth"] = pd.to_datetime(raw["birth"], format="%Y-%m-%d", errors="coerce")
+    raw["effective"] = pd.to_datetime(raw["effective"])
+    raw["num_canonical"] = pd.to_numeric(raw["num_canonical"])
+    return raw
+
 
 def cohort_frame(
     store: Any,
@@ -85,10 +122,12 @@ def cohort_frame(
     if not codes:
         raise CohortDataError("no LOINC codes given")
     names = [column_name(c) for c in codes]
-    con = getattr(store, "con", None)
-    if con is None:
+    pg = hasattr(store, "read_sql")  # PostgresStore: its own SQL dialect
+    con = None if pg else getattr(store, "con", None)
+    if con is None and not pg:
         raise CohortDataError(
-            f"{type(store).__name__} has no SQL connection (.con); cohort_frame needs DuckDBStore"
+            f"{type(store).__name__} has no SQL connection; cohort_frame needs DuckDBStore "
+            "or PostgresStore"
         )
     at_ts = None
     if at is not None:
@@ -97,14 +136,12 @@ def cohort_frame(
             at_ts = at_ts.tz_convert("UTC").tz_localize(None)
         if not isinstance(at, datetime):  # a date means the whole day
             at_ts = at_ts + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
-    raw = con.execute(
-        _SQL,
-        {
-            "system": LOINC_SYSTEM,
-            "codes": codes,
-            "at": None if at_ts is None else at_ts.to_pydatetime(),
-        },
-    ).df()
+    params = {
+        "system": LOINC_SYSTEM,
+        "codes": codes,
+        "at": None if at_ts is None else at_ts.to_pydatetime(),
+    }
+    raw = con.execute(_SQL, params).df() if con is not None else _pg_frame(store, params)
     if raw.empty:
         raise CohortDataError("the store holds no current Patient resources")
 
