@@ -9,6 +9,7 @@ to the quarantine with its file, line or entry and the reason. One file (or up t
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from healthtwin.thread.fhir.normalize import (
     references,
     subject_of,
 )
-from healthtwin.thread.fhir.reader import Record, expand_paths, read_source, read_text
+from healthtwin.thread.fhir.reader import Record, expand_paths, read_source_bytes, read_text
 from healthtwin.thread.fhir.validate import R4_RESOURCE_TYPES, fast_check, strict_check
 from healthtwin.twin.model import InboundRecord, Rejected
 from healthtwin.twin.store.base import BatchResult, Store
@@ -89,7 +90,7 @@ def _classify(ref: str, urls: dict[str, str]) -> tuple[str, str | None, str] | N
 def _bundle_urls(recs: list[Record]) -> dict[str, str]:
     urls: dict[str, str] = {}
     for r in recs:
-        if r.obj is None or not r.full_url:
+        if r.view is None or not r.full_url:
             continue
         rid = _rid(r)
         if rid:
@@ -98,7 +99,7 @@ def _bundle_urls(recs: list[Record]) -> dict[str, str]:
 
 
 def _rid(r: Record) -> str | None:
-    obj = r.obj
+    obj = r.view
     if obj is None:
         return None
     rtype, fid = obj.get("resourceType"), obj.get("id")
@@ -140,10 +141,10 @@ def _convert_one(
 ) -> str | None:
     if r.error:
         return r.error
-    if r.obj is None and "skip" in r.extra:
+    if r.view is None and "skip" in r.extra:
         skipped.append(f"{r.source} {r.locator}: {r.extra['skip']}")
         return None
-    if r.obj is None:
+    if r.view is None:
         url = r.extra.get("delete")
         m = _REL_REF.match(str(url or "").split("?")[0])
         if not m:
@@ -161,13 +162,14 @@ def _convert_one(
             )
         )
         return None
-    obj = r.obj
+    obj = r.view  # the fast-path view: only the elements read here are decoded
     reason = fast_check(obj)
     if reason:
         return reason
     validation = "fast"
     if strict:
-        reason = strict_check(obj)
+        assert r.obj is not None
+        reason = strict_check(r.obj)
         if reason:
             return reason
         validation = "strict"
@@ -210,7 +212,7 @@ def _convert_one(
 
 def _convert_input(
     source: str,
-    text: str,
+    text: str | bytes,
     *,
     strict: bool,
     batch_size: int,
@@ -256,17 +258,19 @@ def ingest_paths(
 
     for path in expand_paths(list(paths)):
         try:
-            source, text = read_source(path)
+            source, text = read_source_bytes(path)
+            nd = True if path.endswith((".ndjson", ".jsonl", ".ndjson.gz")) else None
+            batches = _convert_input(
+                source, text, strict=strict, batch_size=batch_size, ndjson=nd, skipped=report.skipped
+            )
+            first = next(batches, None)  # reads the whole input: decoding errors surface here
         except (OSError, UnicodeDecodeError) as exc:
             report.problems.append(f"{path}: {exc}")
             rej.append(Rejected(path, "file", f"unreadable input: {exc}", ""))
             sources.append(path)
             continue
         report.files += 1
-        nd = True if path.endswith((".ndjson", ".jsonl", ".ndjson.gz")) else None
-        for a, r in _convert_input(
-            source, text, strict=strict, batch_size=batch_size, ndjson=nd, skipped=report.skipped
-        ):
+        for a, r in itertools.chain([] if first is None else [first], batches):
             if acc and len(acc) + len(a) > batch_size:
                 flush()
             acc.extend(a)
