@@ -27,8 +27,9 @@ mL/min mg/L mg/dL mg/g mm mmHg mm[Hg] mmol/L mmol/l ng/mL pH pg pg/mL ug/mL ug/m
 x10*12/L x10*9/L (score) {score} 1 /h /s /wk /d a mo wk d h min s ms L mL dL uL
 mg ug ng kg/m2 m2 mEq/L meq/L mg/mL mol/L nmol/L pmol/L IU/L [IU]/L U/mL [iU]/L mU/L
 ng/dL ug/dL ug/L mg/kg mL/kg {beats}/min {breaths}/min [degF] K [ppm] [pH] mosm/kg
+{T-score} {count} {nominal} {ratio} {index} {cells}/uL {copies}/mL {titer} [arb'U]/mL
 mm/h g/(24.h) mg/(24.h) mmol/mol mL/min/{1.73_m2} mL/min/1.73m2 [in_us] [ft_i] [oz_av]
-""".split()
+""".split()  # noqa: SIM905
 # Codes with spaces or odd characters are also kept (they are flagged, never guessed).
 ODD = [
     "% (sample/positive control)",

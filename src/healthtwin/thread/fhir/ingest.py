@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import queue
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -233,53 +235,117 @@ def ingest_paths(
     strict: bool = False,
     batch_size: int = 5000,
     progress: Callable[[str, int], Any] | None = None,
+    pipeline: bool = True,
 ) -> IngestReport:
     """Ingest files, folders (recursively: .json, .ndjson, .jsonl, .gz) and '-' (stdin).
 
     Small inputs are grouped so that a transaction holds about ``batch_size`` records; a
     Bundle or file is never split across transactions except NDJSON beyond ``batch_size``.
+    With ``pipeline`` (the default) batch N is committed on a writer thread while batch N+1
+    is read and normalised (see ``_Writer``); without it, everything runs in the caller.
     """
     report = IngestReport()
-    acc: list[InboundRecord] = []
-    rej: list[Rejected] = []
-    sources: list[str] = []
-
-    def flush() -> None:
-        if not (acc or rej or sources):
-            return
-        label = sources[0] if len(sources) == 1 else f"{sources[0]} (+{len(sources) - 1} more)"
-        res = store.write_batch(acc, rej, source=label)
-        report.add(res)
-        report.records += res.created + res.updated + res.deleted + res.unchanged
-        report.records += res.quarantined
-        acc.clear()
-        rej.clear()
-        sources.clear()
-
-    for path in expand_paths(list(paths)):
-        try:
-            source, text = read_source_bytes(path)
-            nd = True if path.endswith((".ndjson", ".jsonl", ".ndjson.gz")) else None
-            batches = _convert_input(
-                source, text, strict=strict, batch_size=batch_size, ndjson=nd, skipped=report.skipped
-            )
-            first = next(batches, None)  # reads the whole input: decoding errors surface here
-        except (OSError, UnicodeDecodeError) as exc:
-            report.problems.append(f"{path}: {exc}")
-            rej.append(Rejected(path, "file", f"unreadable input: {exc}", ""))
-            sources.append(path)
-            continue
-        report.files += 1
-        for a, r in itertools.chain([] if first is None else [first], batches):
-            if acc and len(acc) + len(a) > batch_size:
-                flush()
-            acc.extend(a)
-            rej.extend(r)
-            if source not in sources:
-                sources.append(source)
-            if len(acc) >= batch_size:
-                flush()
-        if progress is not None:
-            progress(path, len(text))
-    flush()
+    batch = _Batch(store, report, _Writer(store, report) if pipeline else None)
+    try:
+        for path in expand_paths(list(paths)):
+            try:
+                source, text = read_source_bytes(path)
+                nd = True if path.endswith((".ndjson", ".jsonl", ".ndjson.gz")) else None
+                batches = _convert_input(
+                    source,
+                    text,
+                    strict=strict,
+                    batch_size=batch_size,
+                    ndjson=nd,
+                    skipped=report.skipped,
+                )
+                first = next(batches, None)  # reads the whole input: decoding errors surface here
+            except (OSError, UnicodeDecodeError) as exc:
+                report.problems.append(f"{path}: {exc}")
+                batch.rej.append(Rejected(path, "file", f"unreadable input: {exc}", ""))
+                batch.sources.append(path)
+                continue
+            report.files += 1
+            for a, r in itertools.chain([] if first is None else [first], batches):
+                if batch.acc and len(batch.acc) + len(a) > batch_size:
+                    batch.flush()
+                batch.acc.extend(a)
+                batch.rej.extend(r)
+                if source not in batch.sources:
+                    batch.sources.append(source)
+                if len(batch.acc) >= batch_size:
+                    batch.flush()
+            if progress is not None:
+                progress(path, len(text))
+        batch.flush()
+    finally:
+        if batch.writer is not None:
+            batch.writer.close()
     return report
+
+
+def _commit(
+    store: Store, report: IngestReport, acc: list[InboundRecord], rej: list[Rejected], label: str
+) -> None:
+    res = store.write_batch(acc, rej, source=label)
+    report.add(res)
+    report.records += res.created + res.updated + res.deleted + res.unchanged + res.quarantined
+
+
+class _Batch:
+    """The records of the transaction being filled, and how it is committed."""
+
+    def __init__(self, store: Store, report: IngestReport, writer: _Writer | None) -> None:
+        self.store, self.report, self.writer = store, report, writer
+        self.acc: list[InboundRecord] = []
+        self.rej: list[Rejected] = []
+        self.sources: list[str] = []
+
+    def flush(self) -> None:
+        if not (self.acc or self.rej or self.sources):
+            return
+        src = self.sources
+        label = src[0] if len(src) == 1 else f"{src[0]} (+{len(src) - 1} more)"
+        if self.writer is not None:
+            self.writer.submit(self.acc, self.rej, label)
+        else:
+            _commit(self.store, self.report, self.acc, self.rej, label)
+        self.acc, self.rej, self.sources = [], [], []
+
+
+class _Writer:
+    """Commits batches on a background thread while the caller converts the next ones.
+
+    DuckDB releases the GIL while it inserts and commits, so the store's disk work overlaps
+    the next batch's parsing and normalisation. Batches are committed one by one, in order,
+    each in its own transaction (a kill -9 still leaves whole batches only); at most one batch
+    waits in the queue. The first error stops the writer and is raised to the caller.
+    """
+
+    def __init__(self, store: Store, report: IngestReport) -> None:
+        self.store, self.report = store, report
+        self.queue: queue.Queue[tuple[list[InboundRecord], list[Rejected], str] | None] = (
+            queue.Queue(maxsize=1)
+        )
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="healthtwin-ingest-writer")
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    _commit(self.store, self.report, *item)
+                except BaseException as exc:  # re-raised in the caller's thread
+                    self.error = exc
+
+    def submit(self, acc: list[InboundRecord], rej: list[Rejected], label: str) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put((acc, rej, label))
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error

@@ -30,7 +30,8 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from healthtwin.thread.fhir.view import DecodeError, decode_view
+from healthtwin.thread.fhir import view as _view
+from healthtwin.thread.fhir.view import DecodeError
 
 _decoder = json.JSONDecoder()
 _WS = " \t\n\r"
@@ -350,7 +351,7 @@ def _read_fast(source: str, data: bytes, ndjson: bool | None) -> list[Record] | 
     line = data.count(b"\n", 0, start) + 1
     try:
         text = data[start:end].decode("utf-8")
-        view = decode_view(data[start:end])
+        view = _view.decode_view(data[start:end])
     except (UnicodeDecodeError, DecodeError, msgspec.ValidationError):
         return None
     return [Record(source, f"line {line}", text, line=line, view=view)]
@@ -449,7 +450,7 @@ def _bundle_fast(source: str, data: bytes, shape: _BundleShape) -> list[Record] 
             )
             continue
         try:
-            view = decode_view(res)
+            view = _view.decode_view(res)
         except (DecodeError, msgspec.ValidationError):
             view = json.loads(rtext)
         out.append(Record(source, where, rtext, None, line, i, full_url, request, bid, view=view))
@@ -469,7 +470,7 @@ def _ndjson_fast(source: str, data: bytes) -> list[Record] | None:
         lineno += 1
         line = raw[:-1] if raw.endswith(b"\r") else raw
         try:
-            view = decode_view(line)
+            view = _view.decode_view(line)
             text = line.decode("utf-8")
         except (DecodeError, msgspec.ValidationError, UnicodeDecodeError):
             if not line.strip(_WSB):
