@@ -384,12 +384,10 @@ def _bundle_fast(source: str, data: bytes, shape: _BundleShape) -> list[Record] 
         line += data.count(b"\n", counted, estart)
         counted = estart
         where = f"entry {i} (line {line})"
-        if _first(raw) != 0x7B:
-            return None  # "entry is not a JSON object": the original reader says so
         try:
             e = _entry.decode(raw)
         except (DecodeError, msgspec.ValidationError):
-            return None
+            return None  # e.g. "entry is not a JSON object": the original reader says so
         request = e.request if isinstance(e.request, dict) else None
         full_url = e.fullUrl if isinstance(e.fullUrl, str) else None
         res = e.resource
@@ -430,10 +428,16 @@ def _bundle_fast(source: str, data: bytes, shape: _BundleShape) -> list[Record] 
                 rstart = _address(res) - base
                 data[done:rstart].decode("utf-8")
                 done = rstart + len(res)
-            rtext = bytes(res).decode("utf-8")
+            rtext = str(res, "utf-8")
         except UnicodeDecodeError:
             return None
-        if _first(res) != 0x7B:
+        try:
+            view = _view.decode_view(res)
+        except (DecodeError, msgspec.ValidationError):
+            view = None
+        if view is None:
+            if _first(res) == 0x7B:
+                return None  # an object msgspec will not take: the original reader decides
             out.append(
                 Record(
                     source,
@@ -449,10 +453,6 @@ def _bundle_fast(source: str, data: bytes, shape: _BundleShape) -> list[Record] 
                 )
             )
             continue
-        try:
-            view = _view.decode_view(res)
-        except (DecodeError, msgspec.ValidationError):
-            view = json.loads(rtext)
         out.append(Record(source, where, rtext, None, line, i, full_url, request, bid, view=view))
     if check_gaps:
         try:

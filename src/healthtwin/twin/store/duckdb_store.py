@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS journal (
   subject VARCHAR, batch_id VARCHAR, payload VARCHAR, provenance VARCHAR,
   prev_hash VARCHAR, hash VARCHAR);
 CREATE TABLE IF NOT EXISTS records (
-  rid VARCHAR, version INTEGER, rtype VARCHAR, content_sha256 VARCHAR, raw VARCHAR,
+  rid VARCHAR, version INTEGER, rtype VARCHAR, content_sha256 VARCHAR,
+  raw VARCHAR USING COMPRESSION zstd,
   subject VARCHAR, seq BIGINT, recorded_at TIMESTAMP, superseded_at TIMESTAMP,
   deleted BOOLEAN, validation VARCHAR, source VARCHAR, locator VARCHAR, batch_id VARCHAR);
 CREATE TABLE IF NOT EXISTS facts (
