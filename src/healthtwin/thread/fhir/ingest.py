@@ -131,16 +131,40 @@ def convert_records(
         ).append(r)
     for bundle_key, group in groups.items():
         urls = _bundle_urls(group) if bundle_key else {}
+        memo: dict[str, tuple[str, str | None, str] | str | None] = {}
         for r in group:
-            rej = _convert_one(r, urls, strict, accepted, skipped)
+            rej = _convert_one(r, urls, strict, accepted, skipped, memo)
             if rej is not None:
                 rejected.append(Rejected(r.source, r.locator, rej, r.text, r.line, r.entry))
     return accepted, rejected
 
 
+def _classify_memo(
+    ref: str, urls: dict[str, str], memo: dict[str, tuple[str, str | None, str] | str | None]
+) -> tuple[str, str | None, str] | None:
+    """``_classify`` remembered per Bundle/file (the same references recur on every entry)."""
+    try:
+        c = memo[ref]
+    except KeyError:
+        try:
+            c = _classify(ref, urls)
+        except _Broken as exc:
+            c = str(exc)
+        memo[ref] = c
+    if isinstance(c, str):
+        raise _Broken(c)
+    return c
+
+
 def _convert_one(
-    r: Record, urls: dict[str, str], strict: bool, out: list[InboundRecord], skipped: list[str]
+    r: Record,
+    urls: dict[str, str],
+    strict: bool,
+    out: list[InboundRecord],
+    skipped: list[str],
+    memo: dict[str, tuple[str, str | None, str] | str | None] | None = None,
 ) -> str | None:
+    memo = {} if memo is None else memo
     if r.error:
         return r.error
     if r.view is None and "skip" in r.extra:
@@ -180,13 +204,13 @@ def _convert_one(
     refs: list[tuple[str, str | None, str]] = []
     try:
         for ref in references(r.text):
-            c = _classify(ref, urls)
+            c = _classify_memo(ref, urls, memo)
             if c is not None:
                 refs.append(c)
         subj_ref = subject_of(obj)
         subject = None
         if subj_ref is not None:
-            c = _classify(subj_ref, urls)
+            c = _classify_memo(subj_ref, urls, memo)
             subject = None if c is None else (c[1] or c[0])
     except _Broken as exc:
         return str(exc)
