@@ -265,6 +265,7 @@ def read_text(source: str, text: str | bytes, *, ndjson: bool | None = None) -> 
 _BOM = "\ufeff".encode()
 _WSB = b" \t\n\r"
 _SEP = re.compile(rb"[ \t\n\r]*,[ \t\n\r]*")
+_BUNDLE_START = re.compile(rb'\{[ \t\n\r]*"resourceType"[ \t\n\r]*:[ \t\n\r]*"Bundle"')
 _RAW, _EMPTY, _UNSET = msgspec.Raw, msgspec.Raw(), msgspec.UNSET
 
 
@@ -323,9 +324,7 @@ def _read_fast(source: str, data: bytes, ndjson: bool | None) -> list[Record] | 
     start = len(data) - len(data.lstrip(_WSB))
     if start >= len(data):
         return []
-    if data.startswith(b'{"resourceType":"Bundle"', start) or data.startswith(
-        b'{\n  "resourceType": "Bundle"', start
-    ):  # the usual Bundle: its entries straight away (one scan less)
+    if _BUNDLE_START.match(data, start):  # the usual Bundle: its entries at once (one scan less)
         try:
             bshape = _bundle_shape.decode(data)
         except (DecodeError, msgspec.ValidationError):
