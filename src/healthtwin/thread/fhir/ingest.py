@@ -8,6 +8,7 @@ to the quarantine with its file, line or entry and the reason. One file (or up t
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 import queue
@@ -270,6 +271,12 @@ def ingest_paths(
     """
     report = IngestReport()
     batch = _Batch(store, report, _Writer(store, report) if pipeline else None)
+    # The cyclic garbage collector would rescan every live record, view and row of the batch
+    # again and again while millions of short-lived containers are made (15-20 % of the CPU
+    # time of an ingest); what ingestion allocates is freed by reference counting, so the
+    # collector is paused for the ingest and restored after it.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         for path in expand_paths(list(paths)):
             try:
@@ -303,8 +310,12 @@ def ingest_paths(
                 progress(path, len(text))
         batch.flush()
     finally:
-        if batch.writer is not None:
-            batch.writer.close()
+        try:
+            if batch.writer is not None:
+                batch.writer.close()
+        finally:
+            if gc_was_enabled:
+                gc.enable()
     return report
 
 
