@@ -48,12 +48,16 @@ def main(which: str) -> None:
         ]
         t["reader: msgspec spans + fast-path view"] = pt() - c
         c = pt()
-        batches = []
+        batches: list[tuple[list[Any], list[Any], str]] = [([], [], "")]
         for rs, (name, _data) in zip(recs, datas, strict=True):
             step = len(rs) if any(r.bundle for r in rs) else 5000
             for i in range(0, len(rs), max(step, 1)):
                 acc, rej = ingest.convert_records(rs[i : i + step])
-                batches.append((acc, rej, name))
+                # grouped into transactions of about 5,000 records, as ingest_paths does
+                if batches[-1][0] and len(batches[-1][0]) + len(acc) > 5000:
+                    batches.append(([], [], name))
+                batches[-1][0].extend(acc)
+                batches[-1][1].extend(rej)
         t["validation + references + normalisation"] = pt() - c
         c = pt()
         store = ds.DuckDBStore(Path(tempfile.mkdtemp()) / "b.duckdb")
