@@ -130,10 +130,6 @@ def _naive(ts: datetime | None) -> datetime | None:
     return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
 
 
-def _json(obj: Any) -> str:
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
-
-
 def _name_of(raw: str) -> str | None:
     try:
         obj = orjson.loads(raw)
