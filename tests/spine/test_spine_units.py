@@ -88,3 +88,22 @@ def test_units_are_flagged_never_guessed() -> None:
         convert(1, "kg", "m")
     _, err = quantity_fact({"value": "7", "code": "mg/dL"}, "http://loinc.org", "2339-0")
     assert err and "not a number" in err
+
+
+def test_precomputed_ucum_table_matches_ucumvert_live() -> None:
+    """Every cached answer (validity, linear map or 'not commensurable') is ucumvert's own."""
+    from healthtwin.thread.terms import units
+
+    valid, conv = units._table()
+    assert len(valid) > 50 and len(conv) > 100
+    for code, ok in valid.items():
+        assert units.live_is_valid_ucum(code) is ok, code
+    for (src, dst, mm), lin in conv.items():
+        try:
+            live = units.live_conversion(src, dst, mm)
+        except UnitError:
+            assert lin is None, (src, dst, mm)
+            continue
+        assert lin is not None, (src, dst, mm)
+        assert math.isclose(lin.scale, live.scale, rel_tol=1e-12), (src, dst, mm)
+        assert math.isclose(lin.offset, live.offset, rel_tol=1e-12, abs_tol=1e-12), (src, dst)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,7 @@ def ingest(
 
     Exits 1 when any record was quarantined (see `healthtwin quarantine`).
     """
+    t0, c0 = time.perf_counter(), time.process_time()  # all of the ingest, store close included
     from healthtwin.thread.fhir.ingest import ingest_paths
     from healthtwin.thread.fhir.reader import expand_paths
 
@@ -141,6 +143,7 @@ def ingest(
             ),
         )
     store.close()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     summary = {
         "files": report.files,
         "records": report.records,
@@ -155,6 +158,8 @@ def ingest(
         "validation": "strict (fhir.resources R4B)"
         if strict
         else "fast path (run `healthtwin validate` for strict R4B validation)",
+        "seconds": round(wall, 3),
+        "cpu_seconds": round(cpu, 3),  # this process, all threads: user + system
     }
     _emit(summary, fmt, title=f"ingest into {_shown(store_path)}")
     err = Console(stderr=True)

@@ -5,13 +5,20 @@ converts. What is ours is the glue the ingestion fast path needs: a per-(unit, u
 the linear map ``y = a*x + b`` (``b`` is non-zero only for affine temperature scales), so a
 million values cost a million multiplications rather than a million pint conversions, and the
 substance-amount <-> mass bridge (mmol/L <-> mg/dL) through a code's molar mass.
+
+Building the ucumvert/pint registry costs about 1.5 s, more than ingesting 20,000 resources, so
+the answers for common codes are precomputed by ucumvert itself into ``data/ucum_table.json``
+(``scripts/gen_ucum_table.py``; a test checks every entry against ucumvert live). A code that is
+not in the table is answered live, exactly as before.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 
@@ -49,8 +56,27 @@ def _quantity(code: str) -> Any:
     return q
 
 
+@lru_cache(maxsize=1)
+def _table() -> tuple[dict[str, bool], dict[tuple[str, str, float | None], LinearMap | None]]:
+    """The precomputed answers (validity; conversions, None = not commensurable)."""
+    data = json.loads(
+        resources.files("healthtwin.thread.terms").joinpath("data/ucum_table.json").read_text()
+    )
+    conv = {
+        (src, dst, mm): (None if a is None else LinearMap(float(a), float(b)))
+        for src, dst, mm, a, b in data["conversions"]
+    }
+    return dict(data["valid"]), conv
+
+
 def is_valid_ucum(code: str) -> bool:
     """True when ``code`` parses as a UCUM unit expression."""
+    known = _table()[0].get(code)
+    return live_is_valid_ucum(code) if known is None else known
+
+
+def live_is_valid_ucum(code: str) -> bool:
+    """``is_valid_ucum`` asked of ucumvert itself (no precomputed table)."""
     try:
         _quantity(code)
     except UnitError:
@@ -77,6 +103,20 @@ def conversion(src: str, dst: str, molar_mass_g_per_mol: float | None = None) ->
     given analyte. Raises :class:`UnitError` when either code is invalid or they are not
     commensurable.
     """
+    table = _table()[1]
+    key = (src, dst, molar_mass_g_per_mol)
+    if key not in table:
+        return live_conversion(src, dst, molar_mass_g_per_mol)
+    lin = table[key]
+    if lin is None:
+        why = "" if molar_mass_g_per_mol is None else f" (molar mass {molar_mass_g_per_mol} g/mol)"
+        raise UnitError(f"cannot convert {src!r} to {dst!r}: not commensurable{why}")
+    return lin
+
+
+@lru_cache(maxsize=4096)
+def live_conversion(src: str, dst: str, molar_mass_g_per_mol: float | None = None) -> LinearMap:
+    """``conversion`` computed by ucumvert/pint itself (no precomputed table)."""
     if src == dst:
         _quantity(src)
         return LinearMap(1.0, 0.0)

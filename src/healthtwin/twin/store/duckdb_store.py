@@ -12,6 +12,8 @@ after the batch, never half of it (DuckDB's write-ahead log replays only committ
 from __future__ import annotations
 
 import hashlib
+import operator
+import os
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -20,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import orjson
-import pandas as pd
+import pyarrow as pa
 
-from healthtwin.twin.journal import GENESIS, VerifyReport, seal, verify_chain
+from healthtwin.twin.journal import GENESIS, SEP, VerifyReport, verify_chain
 from healthtwin.twin.model import Event, InboundRecord, Rejected, SyncMode, TwinKind
 from healthtwin.twin.store.base import BatchResult, Store, StoreError
 
@@ -36,7 +39,8 @@ CREATE TABLE IF NOT EXISTS journal (
   subject VARCHAR, batch_id VARCHAR, payload VARCHAR, provenance VARCHAR,
   prev_hash VARCHAR, hash VARCHAR);
 CREATE TABLE IF NOT EXISTS records (
-  rid VARCHAR, version INTEGER, rtype VARCHAR, content_sha256 VARCHAR, raw VARCHAR,
+  rid VARCHAR, version INTEGER, rtype VARCHAR, content_sha256 VARCHAR,
+  raw VARCHAR USING COMPRESSION zstd,
   subject VARCHAR, seq BIGINT, recorded_at TIMESTAMP, superseded_at TIMESTAMP,
   deleted BOOLEAN, validation VARCHAR, source VARCHAR, locator VARCHAR, batch_id VARCHAR);
 CREATE TABLE IF NOT EXISTS facts (
@@ -85,6 +89,36 @@ _FACT_COLS = [
 
 TWIN_KIND_OF_TYPE = {"Patient": TwinKind.PATIENT, "Organization": TwinKind.FACILITY}
 
+_SEP = SEP
+_ARROW_TYPES = {
+    "VARCHAR": pa.string(),
+    "BIGINT": pa.int64(),
+    "INTEGER": pa.int32(),
+    "DOUBLE": pa.float64(),
+    "TIMESTAMP": pa.timestamp("us"),
+    "BOOLEAN": pa.bool_(),
+}
+_EFFECTIVE_AT = _FACT_COLS.index("effective")
+_fact_getter = operator.attrgetter(*_FACT_COLS)
+
+
+def _fact_values(f: Any) -> tuple[Any, ...]:
+    """The _FACT_COLS values of a Fact, with the effective time as naive UTC."""
+    v = _fact_getter(f)
+    eff = v[_EFFECTIVE_AT]
+    if eff is None or eff.tzinfo is None:
+        return v  # type: ignore[no-any-return]
+    return (*v[:_EFFECTIVE_AT], _naive(eff), *v[_EFFECTIVE_AT + 1 :])
+
+
+def _uuid4_hex(n: int) -> list[str]:
+    """n random RFC 4122 version-4 UUIDs as 32-digit hex (as ``uuid.uuid4().hex``), in bulk."""
+    b = np.frombuffer(os.urandom(16 * n), np.uint8).reshape(n, 16).copy()
+    b[:, 6] = (b[:, 6] & 0x0F) | 0x40
+    b[:, 8] = (b[:, 8] & 0x3F) | 0x80
+    h = b.tobytes().hex()
+    return [h[i : i + 32] for i in range(0, 32 * n, 32)]
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
@@ -94,10 +128,6 @@ def _naive(ts: datetime | None) -> datetime | None:
     if ts is None:
         return None
     return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
-
-
-def _json(obj: Any) -> str:
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _name_of(raw: str) -> str | None:
@@ -124,7 +154,7 @@ class DuckDBStore(Store):
         self._clock = clock or _utcnow
         self._lock = threading.RLock()
         self.con = duckdb.connect(self.path, read_only=read_only)
-        self._columns: dict[str, list[str]] = {}
+        self._schemas: dict[str, pa.Schema] = {}
         self._conditional_pending = 1  # checked on the first batch
         if not read_only:
             self.con.execute(_DDL)
@@ -179,7 +209,7 @@ class DuckDBStore(Store):
         rids = sorted({r.rid for r in records})
         current: dict[str, tuple[int, str, bool]] = {}
         if rids:
-            con.register("_batch_rids", pd.DataFrame({"rid": rids}))
+            con.register("_batch_rids", pa.table({"rid": pa.array(rids, pa.string())}))
             for rid, ver, sha, deleted in con.execute(
                 "SELECT r.rid, r.version, r.content_sha256, r.deleted FROM records r "
                 "JOIN _batch_rids b ON r.rid = b.rid WHERE r.superseded_at IS NULL"
@@ -189,7 +219,7 @@ class DuckDBStore(Store):
         existing_twins: set[str] = set()
         twin_candidates = [r.rid for r in records if r.rtype in TWIN_KIND_OF_TYPE]
         if twin_candidates:
-            con.register("_tw", pd.DataFrame({"t": twin_candidates}))
+            con.register("_tw", pa.table({"t": pa.array(twin_candidates, pa.string())}))
             existing_twins = {
                 t
                 for (t,) in con.execute(
@@ -207,6 +237,12 @@ class DuckDBStore(Store):
         q_rows: list[tuple[Any, ...]] = []
         superseded: list[str] = []
         seq = last_seq
+        now_iso = now.isoformat()
+        # event ids: uuid4 hex, drawn in bulk (at most 2 events per record, 1 per rejection)
+        eids = _uuid4_hex(2 * len(records) + len(rejected) + len(extra) + 1)
+        sha256 = hashlib.sha256
+        dumps, sort_keys = orjson.dumps, orjson.OPT_SORT_KEYS
+        j_append = j_rows.append
 
         def emit(
             kind: str,
@@ -215,17 +251,40 @@ class DuckDBStore(Store):
             twin_id: str | None,
             subject: str | None,
         ) -> int:
+            """Seal one event into the chain (the same hash as journal.seal, inlined)."""
             nonlocal seq, prev_hash
             seq += 1
-            eid = uuid.uuid4().hex
-            p, pv = _json(payload), _json(prov)
-            h = seal(prev_hash, seq, eid, now, kind, twin_id, subject, batch_id, p, pv)
-            j_rows.append((seq, eid, now, kind, twin_id, subject, batch_id, p, pv, prev_hash, h))
+            eid = eids[seq - last_seq - 1]
+            p, pv = (
+                dumps(payload, option=sort_keys).decode(),
+                dumps(prov, option=sort_keys).decode(),
+            )
+            h = sha256(
+                _SEP.join(
+                    (
+                        prev_hash,
+                        str(seq),
+                        eid,
+                        now_iso,
+                        kind,
+                        twin_id or "",
+                        subject or "",
+                        batch_id,
+                        p,
+                        pv,
+                    )
+                ).encode()
+            ).hexdigest()
+            j_append((seq, eid, now, kind, twin_id, subject, batch_id, p, pv, prev_hash, h))
             prev_hash = h
             return seq
 
+        per_type = res.per_type
+        twin_kind_of = TWIN_KIND_OF_TYPE
+        fact_values = _fact_values
         for rec in records:
-            cur = current.get(rec.rid)
+            rid = rec.rid
+            cur = current.get(rid)
             if cur is not None and cur[1] == rec.sha256 and cur[2] == rec.deleted:
                 res.unchanged += 1
                 continue
@@ -234,33 +293,33 @@ class DuckDBStore(Store):
                 continue
             version = 1 if cur is None else cur[0] + 1
             if cur is not None:
-                superseded.append(rec.rid)
-            kind = (
-                "record.deleted"
-                if rec.deleted
-                else ("record.created" if cur is None else "record.updated")
-            )
+                superseded.append(rid)
             if rec.deleted:
+                kind = "record.deleted"
                 res.deleted += 1
             elif cur is None:
+                kind = "record.created"
                 res.created += 1
             else:
+                kind = "record.updated"
                 res.updated += 1
-            res.per_type[rec.rtype] = res.per_type.get(rec.rtype, 0) + 1
-            twin_id = rec.rid if rec.rtype in TWIN_KIND_OF_TYPE else rec.subject
+            rtype = rec.rtype
+            per_type[rtype] = per_type.get(rtype, 0) + 1
+            tk = twin_kind_of.get(rtype)
+            twin_id = rid if tk is not None else rec.subject
             s = emit(
                 kind,
-                {"rid": rec.rid, "version": version, "sha256": rec.sha256, "type": rec.rtype},
+                {"rid": rid, "version": version, "sha256": rec.sha256, "type": rtype},
                 {"source": rec.source, "locator": rec.locator, "validation": rec.validation},
                 twin_id,
                 rec.subject,
             )
-            current[rec.rid] = (version, rec.sha256, rec.deleted)
+            current[rid] = (version, rec.sha256, rec.deleted)
             rec_rows.append(
                 (
-                    rec.rid,
+                    rid,
                     version,
-                    rec.rtype,
+                    rtype,
                     rec.sha256,
                     rec.raw,
                     rec.subject,
@@ -274,41 +333,27 @@ class DuckDBStore(Store):
                     batch_id,
                 )
             )
-            subj = rec.rid if rec.rtype == "Patient" else rec.subject
-            for f in rec.facts:
-                fact_rows.append(
-                    (
-                        rec.rid,
-                        version,
-                        f.key,
-                        subj,
-                        *(
-                            getattr(f, c) if c != "effective" else _naive(f.effective)
-                            for c in _FACT_COLS
-                        ),
-                        now,
-                        None,
-                        s,
-                    )
-                )
+            if rec.facts:
+                subj = rid if rtype == "Patient" else rec.subject
+                for f in rec.facts:
+                    fact_rows.append((rid, version, f.key, subj, *fact_values(f), now, None, s))
             for ref, target, status in rec.refs:
-                ref_rows.append((rec.rid, version, ref, target, status))
+                ref_rows.append((rid, version, ref, target, status))
                 if status == "conditional":
                     self._conditional_pending += 1
             for system, value in rec.identifiers:
-                id_rows.append((rec.rid, system, value))
-            tk = TWIN_KIND_OF_TYPE.get(rec.rtype)
-            if tk is not None and rec.rid not in existing_twins and not rec.deleted:
-                existing_twins.add(rec.rid)
+                id_rows.append((rid, system, value))
+            if tk is not None and rid not in existing_twins and not rec.deleted:
+                existing_twins.add(rid)
                 ts = emit(
                     "twin.created",
-                    {"twin_id": rec.rid, "kind": tk.value, "sync_mode": SyncMode.SHADOW.value},
+                    {"twin_id": rid, "kind": tk.value, "sync_mode": SyncMode.SHADOW.value},
                     {"source": rec.source, "locator": rec.locator},
-                    rec.rid,
-                    rec.rid,
+                    rid,
+                    rid,
                 )
                 twin_rows.append(
-                    (rec.rid, tk.value, rec.rid, SyncMode.SHADOW.value, _name_of(rec.raw), now, ts)
+                    (rid, tk.value, rid, SyncMode.SHADOW.value, _name_of(rec.raw), now, ts)
                 )
                 res.twins_created += 1
 
@@ -356,7 +401,7 @@ class DuckDBStore(Store):
         res.events = seq - last_seq
 
         if superseded:
-            con.register("_sup", pd.DataFrame({"rid": superseded}))
+            con.register("_sup", pa.table({"rid": pa.array(superseded, pa.string())}))
             con.execute(
                 "UPDATE records SET superseded_at = ? WHERE superseded_at IS NULL "
                 "AND rid IN (SELECT rid FROM _sup)",
@@ -394,19 +439,20 @@ class DuckDBStore(Store):
         return res
 
     def _insert(self, table: str, rows: list[tuple[Any, ...]], ncols: int) -> None:
+        """Append rows through one Arrow table (typed columns: no per-value conversion)."""
         if not rows:
             return
-        cols = self._columns.get(table)
-        if cols is None:
-            cols = [r[0] for r in self.con.execute(f"DESCRIBE {table}").fetchall()]
-            self._columns[table] = cols
-        assert len(cols) == ncols, (table, cols)
-        data = {}
-        for name, values in zip(cols, zip(*rows, strict=True), strict=True):
-            arr = list(values)
-            # an all-None column needs a type DuckDB can scan
-            data[name] = pd.array(arr, dtype="string") if all(v is None for v in arr) else arr
-        self.con.register("_ins", pd.DataFrame(data))
+        schema = self._schemas.get(table)
+        if schema is None:
+            desc = self.con.execute(f"DESCRIBE {table}").fetchall()
+            schema = pa.schema([(r[0], _ARROW_TYPES[str(r[1])]) for r in desc])
+            self._schemas[table] = schema
+        assert len(schema) == ncols, (table, schema)
+        columns = [
+            pa.array(values, type=schema.field(i).type)
+            for i, values in enumerate(zip(*rows, strict=True))
+        ]
+        self.con.register("_ins", pa.Table.from_arrays(columns, schema=schema))
         self.con.execute(f"INSERT INTO {table} SELECT * FROM _ins")
         self.con.unregister("_ins")
 
@@ -434,7 +480,15 @@ class DuckDBStore(Store):
             parsed.append((ref, f"{rtype}/%", system if bar else "", value if bar else token))
         if not parsed:
             return
-        con.register("_cond", pd.DataFrame(parsed, columns=["ref", "pat", "sys", "val"]))
+        con.register(
+            "_cond",
+            pa.table(
+                {
+                    name: pa.array([p[i] for p in parsed], pa.string())
+                    for i, name in enumerate(["ref", "pat", "sys", "val"])
+                }
+            ),
+        )
         # Set-based: a conditional reference resolves when exactly one resource matches.
         con.execute(
             "CREATE OR REPLACE TEMP TABLE _match AS SELECT c.ref, min(i.rid) AS target "
