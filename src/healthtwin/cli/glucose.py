@@ -12,14 +12,14 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
-import pandas as pd
 import yaml
 
-from healthtwin.models.physiology.uva_padova import MODEL_VERSION
+if TYPE_CHECKING:  # pandas is imported inside the commands (fast CLI start-up)
+    import pandas as pd
 
 
 def _parse_pairs(values: tuple[str, ...], what: str, allow_auto: bool = False) -> list[list[Any]]:
@@ -57,6 +57,8 @@ def _simulate(
     hypo_risk: bool,
     meal_dose: str,
 ) -> pd.DataFrame:
+    import pandas as pd
+
     from healthtwin.models.physiology.devices import CGMSensor
     from healthtwin.models.physiology.uva_padova import UVAPadovaParams, simulate_uva_padova
 
@@ -122,6 +124,8 @@ def _simulate(
 
 def _records(cgm: str, insulin: str | None, carbs: str | None, basal_u_h: float):
     """Minute-grid arrays (1, T) from the CSV files."""
+    import pandas as pd
+
     c = pd.read_csv(cgm)
     for col in ("time_min", "glucose_mg_dl"):
         if col not in c.columns:
@@ -228,6 +232,7 @@ def _fitted_twin(
 
 def register(group: click.Group) -> None:
     """Add the ``glucose`` command group to the top-level CLI."""
+    import pandas as pd
 
     @group.group("glucose")
     def glucose() -> None:
@@ -320,7 +325,7 @@ def register(group: click.Group) -> None:
             _emit(pd.DataFrame(rows), "csv", None)
             return
         model = F.ModelRef(
-            "healthtwin-glucose-enkf", MODEL_VERSION, F.input_hash(y, ins, cho, weight)
+            "healthtwin-glucose-enkf", _model_version(), F.input_hash(y, ins, cho, weight)
         )
         now = datetime.now(UTC)
         res = [F.forecast_observation(patient_ref, now, r["horizon_min"], r["median_mg_dl"],
@@ -438,7 +443,7 @@ def register(group: click.Group) -> None:
 
         if fhir:
             model = F.ModelRef(
-                "healthtwin-glucose-enkf", MODEL_VERSION, F.input_hash(y, ins, cho, weight)
+                "healthtwin-glucose-enkf", _model_version(), F.input_hash(y, ins, cho, weight)
             )
             now = datetime.now(UTC)
             cp = F.bolus_parameters_careplan(
@@ -584,3 +589,10 @@ def register(group: click.Group) -> None:
             click.echo(f"  skipped {s.rid}: {s.reason}")
         for s in rep.late:
             click.echo(f"  late {s.rid}: {s.reason}")
+
+
+def _model_version() -> str:
+    """The physiology model version (imported late: the CLI starts without the models)."""
+    from healthtwin.models.physiology.uva_padova import MODEL_VERSION
+
+    return MODEL_VERSION

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported inside the commands (fast CLI start-up)
+    import pandas as pd
 
 
 def _journal(store_path: str | None, kind: str, record: dict[str, Any], command: str) -> None:
@@ -97,6 +99,7 @@ def _load_spec(path: Path) -> dict[str, object]:
 @_JOURNAL_STORE
 def simulate_cmd(spec: Path, population: Path | None, out: Path, store_path: str | None) -> None:
     """Simulate one trial from a YAML/JSON SPEC; writes patient-level data and a run record."""
+    import pandas as pd
     from pydantic import ValidationError
 
     from healthtwin.research.report import code_version
@@ -152,6 +155,8 @@ def analyze_cmd(
     event: str | None,
 ) -> None:
     """ANCOVA (HC3 robust SE) or, with --event, Cox PH of a trial CSV; prints JSON with 95% CI."""
+    import pandas as pd
+
     from healthtwin.research.procova import ancova
     from healthtwin.research.trial import tte_analysis
 
@@ -219,6 +224,8 @@ def report_cmd(
 @click.option("--seed", type=int, default=0, show_default=True)
 def external_cmd(shifts: tuple[float, ...], reps: int, seed: int) -> None:
     """Type-I error of external / twin synthetic controls vs randomised PROCOVA (simulated)."""
+    import pandas as pd
+
     from healthtwin.research.external import shift_experiment
 
     res = shift_experiment(list(shifts) or [0.0, 0.25, 0.5], reps=reps, seed=seed)
@@ -318,6 +325,8 @@ def generate_cmd(
     out: Path,
 ) -> None:
     """Generate a virtual population (CSV) and print its fit (KS per observable)."""
+    import pandas as pd
+
     from healthtwin.research.vpop import VirtualPopulation, fit_report, load_synthea_cohort
 
     if sum(x is not None for x in (target, synthea, store_path)) != 1:

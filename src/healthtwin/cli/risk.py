@@ -9,14 +9,8 @@ from typing import Any
 
 import click
 
-from healthtwin.models.base import OutOfRangeError
-from healthtwin.models.risk import (
-    cholesterol_to_mg_dl,
-    equation_info,
-    framingham_cvd_risk,
-    pooled_cohort_risk,
-    risk_input_uncertainty,
-)
+# The models (and scikit-learn behind models.base) are imported inside the commands: the CLI
+# discovers every capability at start-up, and `healthtwin --help` must not pay for them.
 
 _QTY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([^\s].*)?$")
 
@@ -29,6 +23,8 @@ class CholesterolType(click.ParamType):
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> float:
+        from healthtwin.models.risk import cholesterol_to_mg_dl
+
         if isinstance(value, float | int):
             return float(value)
         m = _QTY.match(str(value))
@@ -52,6 +48,14 @@ def _compute(
     equation: str, allow_extrapolation: bool, sd: dict[str, float], **kw: Any
 ) -> tuple[float, tuple[float, float] | None]:
     """Point risk (fraction) and, if any input error is given, a 95 % simulated interval."""
+    from healthtwin.models.base import OutOfRangeError
+    from healthtwin.models.risk import (
+        equation_info,
+        framingham_cvd_risk,
+        pooled_cohort_risk,
+        risk_input_uncertainty,
+    )
+
     fn = {"pooled_cohort_equations": pooled_cohort_risk}.get(equation, framingham_cvd_risk)
     try:
         risk = float(fn(**kw, allow_extrapolation=allow_extrapolation)[0])
@@ -90,6 +94,8 @@ def _emit(
     inputs: dict[str, Any],
     equation: str,
 ) -> None:
+    from healthtwin.models.risk import equation_info
+
     info = equation_info(equation)
     risk, interval = result
     if fmt == "json":
