@@ -158,21 +158,7 @@ def test_quarantine_keeps_any_bytes(backend) -> None:
     assert store.verify().ok
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [
-        pytest.param(
-            "duckdb",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="DuckDBStore keeps both versions current when one batch holds two "
-                "versions of a resource (superseded_at is only set on stored rows)",
-            ),
-        ),
-        "postgres",
-    ],
-    indirect=True,
-)
+@pytest.mark.parametrize("backend", ["duckdb", "postgres"], indirect=True)
 def test_two_versions_in_one_batch_leave_one_current(backend) -> None:
     store = backend.open()
     text = ndjson(patient(), glucose("g", 100), glucose("g", 120))

@@ -236,6 +236,8 @@ class DuckDBStore(Store):
         twin_rows: list[tuple[Any, ...]] = []
         q_rows: list[tuple[Any, ...]] = []
         superseded: list[str] = []
+        written: set[str] = set()  # rids with a version written by this batch
+        dups: list[str] = []  # rids with more than one version in this batch
         seq = last_seq
         now_iso = now.isoformat()
         # event ids: uuid4 hex, drawn in bulk (at most 2 events per record, 1 per rejection)
@@ -294,6 +296,9 @@ class DuckDBStore(Store):
             version = 1 if cur is None else cur[0] + 1
             if cur is not None:
                 superseded.append(rid)
+                if rid in written:  # a second version within this batch
+                    dups.append(rid)
+            written.add(rid)
             if rec.deleted:
                 kind = "record.deleted"
                 res.deleted += 1
@@ -420,6 +425,16 @@ class DuckDBStore(Store):
         self._insert("identifiers", id_rows, 3)
         self._insert("twins", twin_rows, 7)
         self._insert("quarantine", q_rows, 10)
+        if dups:  # earlier versions written by this same batch are superseded by the last one
+            con.register("_dup", pa.table({"rid": pa.array(sorted(set(dups)), pa.string())}))
+            for table in ("records", "facts"):
+                con.execute(
+                    f"UPDATE {table} SET superseded_at = ? WHERE superseded_at IS NULL "
+                    "AND rid IN (SELECT rid FROM _dup) AND version < (SELECT max(r.version) "
+                    f"FROM records r WHERE r.rid = {table}.rid)",
+                    [now],
+                )
+            con.unregister("_dup")
         con.execute(
             "INSERT INTO batches VALUES (?,?,?,?,?,?,?,?,?,?)",
             [
