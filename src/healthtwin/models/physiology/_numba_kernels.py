@@ -201,3 +201,111 @@ def uva_run(
                 x[j, i] = xs[j, lane]
             for j in range(5):
                 meal_state[j, i] = ms[j, lane]
+
+
+@njit(cache=True, inline="always")
+def _bergman_rhs(
+    y: tuple[float, float, float, float, float, float, float, float],
+    u: float,
+    c: float,
+    p: tuple[float, ...],
+) -> tuple[float, float, float, float, float, float, float, float]:
+    """dx/dt of one Bergman twin; p = (p1, p2, SI, Gb, VG, VI, BW, n, tau_i, tau_m, tau_sc, f,
+    Ib). Same terms as ``bergman.bergman_rhs``."""
+    g, xa, i, s1, s2, d1, d2, gs = y
+    ra = d2 / p[9]
+    return (
+        -(p[0] + xa) * g + p[0] * p[3] + p[11] * ra / (p[4] * p[6]),
+        p[1] * (p[2] * (i - p[12]) - xa),
+        1000.0 * s2 / (p[8] * p[5] * p[6]) - p[7] * i,
+        u - s1 / p[8],
+        (s1 - s2) / p[8],
+        1000.0 * c - d1 / p[9],
+        (d1 - d2) / p[9],
+        (g - gs) / p[10],
+    )
+
+
+@njit(cache=True, inline="always")
+def _axpy8(
+    y: tuple[float, float, float, float, float, float, float, float],
+    h: float,
+    k: tuple[float, float, float, float, float, float, float, float],
+) -> tuple[float, float, float, float, float, float, float, float]:
+    return (
+        y[0] + h * k[0],
+        y[1] + h * k[1],
+        y[2] + h * k[2],
+        y[3] + h * k[3],
+        y[4] + h * k[4],
+        y[5] + h * k[5],
+        y[6] + h * k[6],
+        y[7] + h * k[7],
+    )
+
+
+@njit(cache=True, parallel=True)
+def bergman_run(
+    x: F64,
+    ins: F64,
+    cho: F64,
+    params: tuple[F64, ...],
+    dt: float,
+    out: F64,
+    states: F64,
+    save_states: bool,
+) -> None:
+    """Advance K Bergman twins over T steps of ``dt`` min (classical RK4, G clipped at 0).
+
+    x (8, K) initial states; ins, cho (K, T) in U/min and g/min; params the 13 arrays (K,)
+    p1, p2, SI, Gb, VG, VI, BW, n, tau_i, tau_m, tau_sc, f and ub. Writes the final states to
+    out (8, K) and, if ``save_states``, all states to states (K, 8, T+1). Scalars only in
+    the loop body (no per-twin allocation).
+    """
+    n_k = x.shape[1]
+    n_t = ins.shape[1]
+    h2 = 0.5 * dt
+    h6 = dt / 6.0
+    for k in prange(n_k):
+        p = (
+            params[0][k],
+            params[1][k],
+            params[2][k],
+            params[3][k],
+            params[4][k],
+            params[5][k],
+            params[6][k],
+            params[7][k],
+            params[8][k],
+            params[9][k],
+            params[10][k],
+            params[11][k],
+            1000.0 * params[12][k] / (params[7][k] * params[5][k] * params[6][k]),  # Ib, mU/L
+        )
+        y = (x[0, k], x[1, k], x[2, k], x[3, k], x[4, k], x[5, k], x[6, k], x[7, k])
+        if save_states:
+            for j in range(8):
+                states[k, j, 0] = y[j]
+        for t in range(n_t):
+            u = ins[k, t]
+            c = cho[k, t]
+            a = _bergman_rhs(y, u, c, p)
+            b = _bergman_rhs(_axpy8(y, h2, a), u, c, p)
+            e = _bergman_rhs(_axpy8(y, h2, b), u, c, p)
+            f = _bergman_rhs(_axpy8(y, dt, e), u, c, p)
+            g0 = y[0] + h6 * (a[0] + 2.0 * b[0] + 2.0 * e[0] + f[0])
+            y = (
+                g0 if g0 >= 0.0 or g0 != g0 else 0.0,
+                y[1] + h6 * (a[1] + 2.0 * b[1] + 2.0 * e[1] + f[1]),
+                y[2] + h6 * (a[2] + 2.0 * b[2] + 2.0 * e[2] + f[2]),
+                y[3] + h6 * (a[3] + 2.0 * b[3] + 2.0 * e[3] + f[3]),
+                y[4] + h6 * (a[4] + 2.0 * b[4] + 2.0 * e[4] + f[4]),
+                y[5] + h6 * (a[5] + 2.0 * b[5] + 2.0 * e[5] + f[5]),
+                y[6] + h6 * (a[6] + 2.0 * b[6] + 2.0 * e[6] + f[6]),
+                y[7] + h6 * (a[7] + 2.0 * b[7] + 2.0 * e[7] + f[7]),
+            )
+            if save_states:
+                for j in range(8):
+                    states[k, j, t + 1] = y[j]
+        for j in range(8):
+            out[j, k] = y[j]

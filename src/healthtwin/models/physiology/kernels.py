@@ -116,6 +116,7 @@ def _build() -> None:
     from healthtwin.models.physiology import _numba_kernels as nk
 
     _kernels["uva_run"] = nk.uva_run
+    _kernels["bergman_run"] = nk.bergman_run
 
 
 def uva_consts(values: dict[str, F64], bw: F64) -> F64:
@@ -200,3 +201,37 @@ def uva_run(
         bool(save_states),
     )
     return bg, gsub, eaten, (states if save_states else None)
+
+
+#: Parameter order of the Bergman kernel (``BergmanParams`` field names).
+BERGMAN_PARAMS = (
+    "p1", "p2", "SI", "Gb", "VG", "VI", "BW", "n", "tau_i", "tau_m", "tau_sc", "f", "ub",
+)  # fmt: skip
+
+
+def bergman_run(
+    x: F64, ins: F64, cho: F64, params: dict[str, F64], dt: float, *, save_states: bool
+) -> tuple[F64, F64 | None]:
+    """Run the compiled Bergman kernel over inputs (K, T); ``x`` (8, K) is not modified.
+
+    Returns the final states (8, K) and, with ``save_states``, all states (K, 8, T+1).
+    """
+    _build()
+    k, n_t = ins.shape
+    cols = tuple(
+        np.ascontiguousarray(np.broadcast_to(params[name], (k,)), dtype=np.float64)
+        for name in BERGMAN_PARAMS
+    )
+    out = np.empty((8, k))
+    states = np.empty((k, 8, n_t + 1)) if save_states else np.empty((1, 8, 1))
+    _kernels["bergman_run"](
+        np.ascontiguousarray(x, dtype=np.float64),
+        np.ascontiguousarray(ins, dtype=np.float64),
+        np.ascontiguousarray(cho, dtype=np.float64),
+        cols,
+        float(dt),
+        out,
+        states,
+        bool(save_states),
+    )
+    return out, (states if save_states else None)
