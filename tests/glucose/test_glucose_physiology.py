@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 
 from healthtwin.models.base import OutOfRangeError
+from healthtwin.models.physiology import kernels
 from healthtwin.models.physiology.bergman import (
     BergmanParams,
     basal_state,
@@ -29,6 +30,10 @@ from healthtwin.models.physiology.uva_padova import (
     uva_padova_rhs,
 )
 
+_NO_NUMBA = pytest.mark.skipif(not kernels.numba_available(), reason="numba not installed")
+KERNELS = [pytest.param("numba", marks=_NO_NUMBA), "numpy"]
+COMPILED = [pytest.param(True, marks=_NO_NUMBA), False]
+
 
 def _simglucose_gsub(name: str, meals: np.ndarray, insulin: np.ndarray) -> np.ndarray:
     pytest.importorskip("simglucose")
@@ -42,7 +47,7 @@ def _simglucose_gsub(name: str, meals: np.ndarray, insulin: np.ndarray) -> np.nd
     return np.asarray(out)
 
 
-@pytest.mark.parametrize("kernel", ["numba", "numpy"])
+@pytest.mark.parametrize("kernel", KERNELS)
 def test_protocol_adult001_matches_simglucose_per_minute(kernel: str) -> None:
     # issue protocol: basal u2ss*BW/6000, 50 g at t = 60 min with a 50/CR bolus, 6 h
     p = UVAPadovaParams.from_names(["adult#001"])
@@ -76,7 +81,7 @@ def test_random_meal_scenarios_match_simglucose(idx: int) -> None:
     assert np.max(np.abs(ours.gsub[0] - ref)) < 0.5, name
 
 
-@pytest.mark.parametrize("kernel", ["numba", "numpy"])
+@pytest.mark.parametrize("kernel", KERNELS)
 def test_basal_steady_state_24h_matches_analytic(kernel: str) -> None:
     names = ["adult#001", "child#003", "adolescent#007"]
     p = UVAPadovaParams.from_names(names)
@@ -115,7 +120,7 @@ def _ivp_reference(p: UVAPadovaParams, meals: np.ndarray, ins: np.ndarray) -> np
     return np.asarray(out)
 
 
-@pytest.mark.parametrize("kernel", ["numba", "numpy"])
+@pytest.mark.parametrize("kernel", KERNELS)
 def test_fixed_step_solver_matches_adaptive_reference(kernel: str) -> None:
     p = UVAPadovaParams.from_names(["adolescent#002"])
     t = 180
@@ -178,7 +183,7 @@ def test_rk4_on_linear_ode_matches_closed_form(a: float, u: float, x0: float, st
     assert np.max(np.abs(out[0, 0] - exact)) <= tol
 
 
-@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("compiled", COMPILED)
 def test_bergman_basal_steady_and_matches_solve_ivp(compiled: bool) -> None:
     p = BergmanParams.population(2, bw=np.array([60.0, 80.0]), ub=np.array([0.01, 0.015]))
     x0 = basal_state(p)
