@@ -312,3 +312,66 @@ def bergman_run(
                     states[k, j, t + 1] = y[j]
         for j in range(8):
             out[j, k] = y[j]
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def bergman_theta_step(
+    ens: F64,
+    ins: F64,
+    cho: F64,
+    members: int,
+    bw: F64,
+    ub: F64,
+    fixed: tuple[float, float, float, float, float, float, float],
+    dt: float,
+    g_noise: F64,
+    th_noise: F64,
+    g_sd: float,
+    th_sd: float,
+) -> None:
+    """One step of an augmented Bergman ensemble, in place (the EnKF / particle propagation).
+
+    ens (12, K): the 8 states then theta = (ln SI, ln p1, ln Gb, ln tau_m); column k is member
+    k % members of twin k // members, whose inputs are ins, cho (N,) in U/min and g/min;
+    bw, ub (K,) kg and U/min; fixed = (p2, VG, VI, n, tau_i, tau_sc, f). RK4 over ``dt`` min,
+    G clipped at 0, then G += g_sd g_noise clipped at 1 mg/dL and theta += th_sd th_noise
+    (the noises drawn by the caller, so that its random stream is unchanged).
+    """
+    n_k = ens.shape[1]
+    h2 = 0.5 * dt
+    h6 = dt / 6.0
+    p2, vg, vi, n_cl, tau_i, tau_sc, f = fixed
+    for k in prange(n_k):
+        twin = k // members
+        p1 = np.exp(ens[9, k])
+        p = (
+            p1,
+            p2,
+            np.exp(ens[8, k]),
+            np.exp(ens[10, k]),
+            vg,
+            vi,
+            bw[k],
+            n_cl,
+            tau_i,
+            np.exp(ens[11, k]),
+            tau_sc,
+            f,
+            1000.0 * ub[k] / (n_cl * vi * bw[k]),
+        )
+        y = (ens[0, k], ens[1, k], ens[2, k], ens[3, k], ens[4, k], ens[5, k], ens[6, k], ens[7, k])
+        u = ins[twin]
+        c = cho[twin]
+        a = _bergman_rhs(y, u, c, p)
+        b = _bergman_rhs(_axpy8(y, h2, a), u, c, p)
+        e = _bergman_rhs(_axpy8(y, h2, b), u, c, p)
+        ff = _bergman_rhs(_axpy8(y, dt, e), u, c, p)
+        for j in range(8):
+            ens[j, k] = y[j] + h6 * (a[j] + 2.0 * b[j] + 2.0 * e[j] + ff[j])
+        g = ens[0, k]
+        if g < 0.0:
+            g = 0.0
+        g = g + g_sd * g_noise[k]
+        ens[0, k] = g if g > 1.0 or g != g else 1.0
+        for j in range(4):
+            ens[8 + j, k] += th_sd * th_noise[j, k]
