@@ -190,3 +190,18 @@ def test_compiled_ensemble_propagation_matches_numpy(
                 twin.assimilate(np.array([130.0, 170.0, 95.0]) + noise.normal(0.0, 5.0, 3))
         out[kern] = twin.ens_.copy()
     _close(out["numba"], out["numpy"])
+
+
+def test_compiled_kernel_is_safe_from_several_python_threads() -> None:
+    # a threaded caller (e.g. a server) may launch simulations concurrently
+    from concurrent.futures import ThreadPoolExecutor
+
+    p = UVAPadovaParams.from_names(all_patient_names()[:12])
+    meals, ins = _scenario(p.n, 180, 3, p)
+    ref = simulate_uva_padova(p, meals, ins, kernel="numpy").gsub
+    with ThreadPoolExecutor(4) as ex:
+        outs = list(
+            ex.map(lambda _: simulate_uva_padova(p, meals, ins, kernel="numba").gsub, range(8))
+        )
+    for out in outs:
+        _close(out, ref)

@@ -17,6 +17,7 @@ Compiled code is cached on disk (``cache=True``); the first call in a fresh chec
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -67,6 +68,10 @@ UVA_CONSTS = (
 
 _numba: Any = None
 _kernels: dict[str, Callable[..., Any]] = {}
+#: one compiled call at a time: numba's fallback threading layer (workqueue, used when
+#: OpenMP/TBB are missing) aborts the process on concurrent parallel launches from two
+#: Python threads (e.g. a threaded server); each call already uses every kernel thread
+_launch = threading.Lock()
 
 
 def kernel_choice() -> str:
@@ -186,21 +191,22 @@ def uva_run(
     gsub = np.empty((n, n_t + 1))
     eaten = np.empty((n, n_t))
     states = np.empty((n, 13, n_t + 1)) if save_states else np.empty((1, 13, 1))
-    _kernels["uva_run"](
-        x,
-        meal_state,
-        consts,
-        np.ascontiguousarray(meals, dtype=np.float64),
-        np.ascontiguousarray(ins, dtype=np.float64),
-        int(substeps),
-        bool(hypo_risk),
-        bool(announced),
-        bg,
-        gsub,
-        eaten,
-        states,
-        bool(save_states),
-    )
+    with _launch:
+        _kernels["uva_run"](
+            x,
+            meal_state,
+            consts,
+            np.ascontiguousarray(meals, dtype=np.float64),
+            np.ascontiguousarray(ins, dtype=np.float64),
+            int(substeps),
+            bool(hypo_risk),
+            bool(announced),
+            bg,
+            gsub,
+            eaten,
+            states,
+            bool(save_states),
+        )
     return bg, gsub, eaten, (states if save_states else None)
 
 
@@ -225,16 +231,17 @@ def bergman_run(
     )
     out = np.empty((8, k))
     states = np.empty((k, 8, n_t + 1)) if save_states else np.empty((1, 8, 1))
-    _kernels["bergman_run"](
-        np.ascontiguousarray(x, dtype=np.float64),
-        np.ascontiguousarray(ins, dtype=np.float64),
-        np.ascontiguousarray(cho, dtype=np.float64),
-        cols,
-        float(dt),
-        out,
-        states,
-        bool(save_states),
-    )
+    with _launch:
+        _kernels["bergman_run"](
+            np.ascontiguousarray(x, dtype=np.float64),
+            np.ascontiguousarray(ins, dtype=np.float64),
+            np.ascontiguousarray(cho, dtype=np.float64),
+            cols,
+            float(dt),
+            out,
+            states,
+            bool(save_states),
+        )
     return out, (states if save_states else None)
 
 
@@ -262,17 +269,18 @@ def bergman_theta_step(
     _build()
     if not (ens.flags.c_contiguous and ens.dtype == np.float64 and ens.shape[0] == 12):
         raise ValueError(f"ens: expected a C-contiguous float64 (12, K) array, got {ens.shape}")
-    _kernels["bergman_theta_step"](
-        ens,
-        np.ascontiguousarray(insulin_u_min, dtype=np.float64),
-        np.ascontiguousarray(cho_g_min, dtype=np.float64),
-        int(members),
-        np.ascontiguousarray(bw, dtype=np.float64),
-        np.ascontiguousarray(ub, dtype=np.float64),
-        tuple(float(fixed[k]) for k in ("p2", "VG", "VI", "n", "tau_i", "tau_sc", "f")),
-        float(dt),
-        np.ascontiguousarray(g_noise, dtype=np.float64),
-        np.ascontiguousarray(th_noise, dtype=np.float64),
-        float(g_sd),
-        float(th_sd),
-    )
+    with _launch:
+        _kernels["bergman_theta_step"](
+            ens,
+            np.ascontiguousarray(insulin_u_min, dtype=np.float64),
+            np.ascontiguousarray(cho_g_min, dtype=np.float64),
+            int(members),
+            np.ascontiguousarray(bw, dtype=np.float64),
+            np.ascontiguousarray(ub, dtype=np.float64),
+            tuple(float(fixed[k]) for k in ("p2", "VG", "VI", "n", "tau_i", "tau_sc", "f")),
+            float(dt),
+            np.ascontiguousarray(g_noise, dtype=np.float64),
+            np.ascontiguousarray(th_noise, dtype=np.float64),
+            float(g_sd),
+            float(th_sd),
+        )
