@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from healthtwin.care.glucose.personalize import GlucoseEnKF, GlucoseParticleFilter
 from healthtwin.models.physiology import kernels
 from healthtwin.models.physiology.bergman import (
     BergmanParams,
@@ -171,25 +170,6 @@ def test_compiled_bergman_matches_numpy_reference(dt: float) -> None:
             x_fast = bergman_step(x_fast, u, p, dt, compiled=True)
             x_ref = bergman_step(x_ref, u, p, dt, compiled=False)
             _close(x_fast, x_ref)
-
-
-@pytest.mark.parametrize("cls", [GlucoseEnKF, GlucoseParticleFilter])
-def test_compiled_ensemble_propagation_matches_numpy(
-    cls: type[GlucoseEnKF], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # same seed -> same random draws; 120 min of steps with a meal, a bolus and CGM updates
-    bw, ub = np.array([60.0, 80.0, 45.0]), np.array([0.01, 0.015, 0.008])
-    out = {}
-    for kern in ("numpy", "numba"):
-        monkeypatch.setenv("HEALTHTWIN_KERNEL", kern)
-        twin = cls(n_members=10, seed=4).start(bw, ub, glucose0=np.array([120.0, 180.0, 90.0]))
-        noise = np.random.default_rng(5)
-        for t in range(120):
-            twin.step(ub + (t == 10) * 4.0, np.full(3, 6.0 if 10 <= t < 18 else 0.0))
-            if t % 5 == 0:
-                twin.assimilate(np.array([130.0, 170.0, 95.0]) + noise.normal(0.0, 5.0, 3))
-        out[kern] = twin.ens_.copy()
-    _close(out["numba"], out["numpy"])
 
 
 def test_compiled_kernel_is_safe_from_several_python_threads() -> None:

@@ -26,7 +26,6 @@ from numpy.typing import NDArray
 from scipy.optimize import least_squares
 
 from healthtwin.models.base import TwinModel, check_range
-from healthtwin.models.physiology import kernels
 from healthtwin.models.physiology.bergman import (
     N_STATES,
     BergmanParams,
@@ -42,13 +41,6 @@ THETA_UNITS = ("/min/(mU/L)", "/min", "mg/dL", "min")
 PRIOR_MEAN = np.array([5e-4, 0.01, 140.0, 40.0])
 PRIOR_LOG_SD = np.array([0.6, 0.5, 0.15, 0.3])
 N_AUG = N_STATES + 4
-
-
-#: the Bergman parameters the ensemble does not estimate (population values)
-_FIXED_PARAMS = {
-    name: float(getattr(BergmanParams.population(1), name)[0])
-    for name in ("p2", "VG", "VI", "n", "tau_i", "tau_sc", "f")
-}
 
 
 def _params_from_theta(theta: F64, bw: F64, ub: F64) -> BergmanParams:
@@ -127,29 +119,6 @@ class GlucoseEnKF(TwinModel):
         """Propagate every member by ``dt`` min with each twin's inputs (N,)."""
         self._require_fitted("ens_")
         m = self.n_members
-        if kernels.use_compiled():
-            # compiled propagation (models/physiology/kernels.py): the same maths and the same
-            # random draws as below, in place, without the (12, N*M) temporaries
-            n, k = self.n_twins_, self.ens_.shape[1]
-            g_noise = np.asarray(self.rng_.standard_normal(k), dtype=float)
-            th_noise = self.rng_.standard_normal((4, k))
-            self.ens_ = np.ascontiguousarray(self.ens_, dtype=float)
-            kernels.bergman_theta_step(
-                self.ens_,
-                np.broadcast_to(np.asarray(insulin_u_min, dtype=float), (n,)),
-                np.broadcast_to(np.asarray(cho_g_min, dtype=float), (n,)),
-                m,
-                self.bw_,
-                self.ub_,
-                _FIXED_PARAMS,
-                dt,
-                g_noise,
-                th_noise,
-                self.glucose_process_sd * np.sqrt(dt),
-                self.theta_walk_sd * np.sqrt(dt),
-            )
-            self.t_ += dt
-            return
         u = np.stack(
             [
                 np.repeat(np.asarray(insulin_u_min, dtype=float), m),

@@ -122,7 +122,6 @@ def _build() -> None:
 
     _kernels["uva_run"] = nk.uva_run
     _kernels["bergman_run"] = nk.bergman_run
-    _kernels["bergman_theta_step"] = nk.bergman_theta_step
 
 
 def uva_consts(values: dict[str, F64], bw: F64) -> F64:
@@ -243,44 +242,3 @@ def bergman_run(
             bool(save_states),
         )
     return out, (states if save_states else None)
-
-
-def bergman_theta_step(
-    ens: F64,
-    insulin_u_min: F64,
-    cho_g_min: F64,
-    members: int,
-    bw: F64,
-    ub: F64,
-    fixed: dict[str, float],
-    dt: float,
-    g_noise: F64,
-    th_noise: F64,
-    g_sd: float,
-    th_sd: float,
-) -> None:
-    """Advance an augmented Bergman ensemble ``ens`` (12, K) in place by ``dt`` min.
-
-    Rows: the 8 Bergman states, then ln SI, ln p1, ln Gb, ln tau_m; column k belongs to twin
-    k // members (inputs (N,) in U/min and g/min). ``fixed``: p2, VG, VI, n, tau_i, tau_sc,
-    f of ``BergmanParams``. Noises are standard normal, drawn by the caller: G gets
-    ``g_sd * g_noise`` (then clipped at 1 mg/dL), theta ``th_sd * th_noise``.
-    """
-    _build()
-    if not (ens.flags.c_contiguous and ens.dtype == np.float64 and ens.shape[0] == 12):
-        raise ValueError(f"ens: expected a C-contiguous float64 (12, K) array, got {ens.shape}")
-    with _launch:
-        _kernels["bergman_theta_step"](
-            ens,
-            np.ascontiguousarray(insulin_u_min, dtype=np.float64),
-            np.ascontiguousarray(cho_g_min, dtype=np.float64),
-            int(members),
-            np.ascontiguousarray(bw, dtype=np.float64),
-            np.ascontiguousarray(ub, dtype=np.float64),
-            tuple(float(fixed[k]) for k in ("p2", "VG", "VI", "n", "tau_i", "tau_sc", "f")),
-            float(dt),
-            np.ascontiguousarray(g_noise, dtype=np.float64),
-            np.ascontiguousarray(th_noise, dtype=np.float64),
-            float(g_sd),
-            float(th_sd),
-        )
