@@ -4,14 +4,16 @@ Why hand-written: ``benchmarks/glucose.py`` showed the NumPy path (vectorised ov
 one array operation per term per RK4 stage) at 536–881 patient-days/s on 2 cores, against the
 issue's target of 10,000: every term of every stage is a pass over memory, and a day of one
 patient is 5,760 right-hand-side evaluations. These kernels run the same classical RK4 scheme
-with the same per-minute input and meal bookkeeping, but one patient at a time in registers,
-patients split over threads (``numba.prange``). The NumPy code in ``uva_padova.py`` and
+with the same per-minute input and meal bookkeeping, compiled: UVA/Padova patients in chunks
+of 8 advanced together (the chunk's lanes innermost, see ``_numba_kernels``), Bergman twins
+one per iteration with their states in registers, chunks / twins split over threads
+(``numba.prange``; ``set_threads``). The NumPy code in ``uva_padova.py`` and
 ``bergman.py`` stays the reference and the fallback; the tests hold the two to 1e-9 relative.
 
 Selection: the environment variable ``HEALTHTWIN_KERNEL`` = ``auto`` (default: numba when it
 imports), ``numba`` (required: error if missing) or ``numpy`` (the reference path).
 Compiled code is cached on disk (``cache=True``); the first call in a fresh checkout compiles
-(seconds), later processes load the cache.
+(10-50 s wall on the shared 2-core machine), later processes load the cache (< 1 s).
 """
 
 from __future__ import annotations
