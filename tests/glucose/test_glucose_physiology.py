@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 
 from healthtwin.models.base import OutOfRangeError
+from healthtwin.models.physiology import kernels
 from healthtwin.models.physiology.bergman import (
     BergmanParams,
     basal_state,
@@ -29,6 +30,10 @@ from healthtwin.models.physiology.uva_padova import (
     uva_padova_rhs,
 )
 
+_NO_NUMBA = pytest.mark.skipif(not kernels.numba_available(), reason="numba not installed")
+KERNELS = [pytest.param("numba", marks=_NO_NUMBA), "numpy"]
+COMPILED = [pytest.param(True, marks=_NO_NUMBA), False]
+
 
 def _simglucose_gsub(name: str, meals: np.ndarray, insulin: np.ndarray) -> np.ndarray:
     pytest.importorskip("simglucose")
@@ -42,7 +47,8 @@ def _simglucose_gsub(name: str, meals: np.ndarray, insulin: np.ndarray) -> np.nd
     return np.asarray(out)
 
 
-def test_protocol_adult001_matches_simglucose_per_minute() -> None:
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_protocol_adult001_matches_simglucose_per_minute(kernel: str) -> None:
     # issue protocol: basal u2ss*BW/6000, 50 g at t = 60 min with a 50/CR bolus, 6 h
     p = UVAPadovaParams.from_names(["adult#001"])
     t = 360
@@ -50,7 +56,7 @@ def test_protocol_adult001_matches_simglucose_per_minute() -> None:
     meals[0, 60] = 50.0
     ins = np.full((1, t), p.basal_u_per_min[0])
     ins[0, 60] += 50.0 / p.quest["CR"][0]
-    ours = simulate_uva_padova(p, meals, ins)
+    ours = simulate_uva_padova(p, meals, ins, kernel=kernel)  # type: ignore[arg-type]
     ref = _simglucose_gsub("adult#001", meals[0], ins[0])
     assert np.max(np.abs(ours.gsub[0] - ref)) < 0.5
     assert ref.max() - ref.min() > 20.0  # the meal really moved glucose
@@ -75,10 +81,12 @@ def test_random_meal_scenarios_match_simglucose(idx: int) -> None:
     assert np.max(np.abs(ours.gsub[0] - ref)) < 0.5, name
 
 
-def test_basal_steady_state_24h_matches_analytic() -> None:
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_basal_steady_state_24h_matches_analytic(kernel: str) -> None:
     names = ["adult#001", "child#003", "adolescent#007"]
     p = UVAPadovaParams.from_names(names)
-    res = simulate_uva_padova(p, 0.0, p.basal_u_per_min[:, None] * np.ones((3, 1440)))
+    ins = p.basal_u_per_min[:, None] * np.ones((3, 1440))
+    res = simulate_uva_padova(p, 0.0, ins, kernel=kernel)  # type: ignore[arg-type]
     gss = steady_state_glucose(p)
     assert gss[0] == pytest.approx(138.56, abs=0.01)  # published adult#001 basal glucose
     assert np.max(np.abs(res.bg - gss[:, None])) < 0.05
@@ -112,14 +120,15 @@ def _ivp_reference(p: UVAPadovaParams, meals: np.ndarray, ins: np.ndarray) -> np
     return np.asarray(out)
 
 
-def test_fixed_step_solver_matches_adaptive_reference() -> None:
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_fixed_step_solver_matches_adaptive_reference(kernel: str) -> None:
     p = UVAPadovaParams.from_names(["adolescent#002"])
     t = 180
     meals = np.zeros(t)
     meals[20] = 60.0
     ins = np.full(t, p.basal_u_per_min[0])
     ins[20] += 4.0
-    ours = simulate_uva_padova(p, meals[None], ins[None])
+    ours = simulate_uva_padova(p, meals[None], ins[None], kernel=kernel)  # type: ignore[arg-type]
     ref = _ivp_reference(p, meals, ins)
     assert np.max(np.abs(ours.gsub[0] - ref)) < 0.05
 
@@ -174,7 +183,8 @@ def test_rk4_on_linear_ode_matches_closed_form(a: float, u: float, x0: float, st
     assert np.max(np.abs(out[0, 0] - exact)) <= tol
 
 
-def test_bergman_basal_steady_and_matches_solve_ivp() -> None:
+@pytest.mark.parametrize("compiled", COMPILED)
+def test_bergman_basal_steady_and_matches_solve_ivp(compiled: bool) -> None:
     p = BergmanParams.population(2, bw=np.array([60.0, 80.0]), ub=np.array([0.01, 0.015]))
     x0 = basal_state(p)
     np.testing.assert_allclose(bergman_rhs(x0, np.stack([p.ub, np.zeros(2)]), p), 0.0, atol=1e-10)
@@ -182,7 +192,7 @@ def test_bergman_basal_steady_and_matches_solve_ivp() -> None:
     cho = np.zeros((2, 240))
     cho[:, 30:40] = 5.0
     ins[:, 30] += 3.0
-    ours = simulate_bergman(p, ins, cho)
+    ours = simulate_bergman(p, ins, cho, compiled=compiled)
     for i in range(2):
         pi = p.take(np.array([i]))
         x = x0[:, i : i + 1].copy()

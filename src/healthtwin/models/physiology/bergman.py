@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from healthtwin.models.base import check_range
+from healthtwin.models.physiology import kernels
 from healthtwin.models.physiology.solver import rk4_step
 
 F64 = NDArray[np.float64]
@@ -121,17 +122,42 @@ def bergman_rhs(x: F64, u: F64, p: BergmanParams) -> F64:
     return dx
 
 
-def bergman_step(x: F64, u: F64, p: BergmanParams, dt: float = 1.0) -> F64:
-    """Advance the states (8, N) by ``dt`` min with inputs (2, N) held constant (RK4)."""
+def _params(p: BergmanParams) -> dict[str, F64]:
+    return {fl.name: getattr(p, fl.name) for fl in fields(p)}
+
+
+def bergman_step(
+    x: F64, u: F64, p: BergmanParams, dt: float = 1.0, *, compiled: bool | None = None
+) -> F64:
+    """Advance the states (8, N) by ``dt`` min with inputs (2, N) held constant (RK4).
+
+    ``compiled`` None follows ``HEALTHTWIN_KERNEL`` (the numba kernel when installed); False
+    runs the NumPy reference.
+    """
+    if kernels.use_compiled() if compiled is None else compiled:
+        k = x.shape[1]
+        uu = np.broadcast_to(np.asarray(u, dtype=float), (2, k))
+        out, _ = kernels.bergman_run(
+            x, uu[0].reshape(k, 1), uu[1].reshape(k, 1), _params(p), dt, save_states=False
+        )
+        return out
     nxt = rk4_step(lambda _t, y, uu: bergman_rhs(y, uu, p), 0.0, x, u, dt)
     nxt[0] = np.maximum(nxt[0], 0.0)
     return nxt
 
 
 def simulate_bergman(
-    p: BergmanParams, insulin_u_min: F64, cho_g_min: F64, x0: F64 | None = None
+    p: BergmanParams,
+    insulin_u_min: F64,
+    cho_g_min: F64,
+    x0: F64 | None = None,
+    *,
+    compiled: bool | None = None,
 ) -> F64:
-    """Simulate N patients for T minutes; returns states (N, 8, T+1). Inputs (N, T)."""
+    """Simulate N patients for T minutes; returns states (N, 8, T+1). Inputs (N, T).
+
+    ``compiled`` as in :func:`bergman_step`.
+    """
     ins = np.atleast_2d(np.asarray(insulin_u_min, dtype=float))
     cho = np.atleast_2d(np.asarray(cho_g_min, dtype=float))
     if ins.shape != cho.shape:
@@ -139,9 +165,13 @@ def simulate_bergman(
     check_range("insulin_u_min", ins, 0.0, 75.0, "U/min")
     check_range("cho_g_min", cho, 0.0, 500.0, "g/min")
     x = basal_state(p) if x0 is None else np.array(x0, dtype=float)
+    if kernels.use_compiled() if compiled is None else compiled:
+        _, states = kernels.bergman_run(x, ins, cho, _params(p), 1.0, save_states=True)
+        assert states is not None
+        return states
     out = np.empty((ins.shape[0], N_STATES, ins.shape[1] + 1))
     out[:, :, 0] = x.T
     for k in range(ins.shape[1]):
-        x = bergman_step(x, np.stack([ins[:, k], cho[:, k]]), p)
+        x = bergman_step(x, np.stack([ins[:, k], cho[:, k]]), p, compiled=False)
         out[:, :, k + 1] = x.T
     return out
