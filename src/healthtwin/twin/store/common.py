@@ -1,8 +1,7 @@
 """Pure helpers shared by the store backends (no database access).
 
-These mirror the helpers of ``duckdb_store.py`` (``_FACT_COLS``, ``TWIN_KIND_OF_TYPE``,
-``_naive``, ``_json``, ``_name_of``) so that every backend writes the same rows, the same
-journal payloads and therefore the same hashes.
+Both backends (``duckdb_store.py``, ``postgres_store.py``) use these, so that every backend
+writes the same rows, the same journal payloads and therefore the same hashes.
 """
 
 from __future__ import annotations

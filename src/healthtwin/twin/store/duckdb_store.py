@@ -17,7 +17,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,14 @@ import pyarrow as pa
 from healthtwin.twin.journal import GENESIS, SEP, VerifyReport, verify_chain
 from healthtwin.twin.model import Event, InboundRecord, Rejected, SyncMode, TwinKind
 from healthtwin.twin.store.base import BatchResult, Store, StoreError
-
-SCHEMA_VERSION = "1"
+from healthtwin.twin.store.common import (
+    FACT_COLS,
+    SCHEMA_VERSION,
+    TWIN_KIND_OF_TYPE,
+    naive,
+    name_of,
+    utcnow,
+)
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR, value VARCHAR);
@@ -64,30 +70,7 @@ CREATE TABLE IF NOT EXISTS batches (
   deleted INTEGER, unchanged INTEGER, quarantined INTEGER, first_seq BIGINT, last_seq BIGINT);
 """
 
-_FACT_COLS = [
-    "system",
-    "code",
-    "display",
-    "kind",
-    "num",
-    "unit",
-    "num_canonical",
-    "unit_canonical",
-    "unit_status",
-    "value_system",
-    "value_code",
-    "text",
-    "low",
-    "high",
-    "mean",
-    "sd",
-    "quantiles",
-    "effective",
-    "effective_text",
-    "status",
-]
-
-TWIN_KIND_OF_TYPE = {"Patient": TwinKind.PATIENT, "Organization": TwinKind.FACILITY}
+_FACT_COLS = FACT_COLS
 
 _SEP = SEP
 _ARROW_TYPES = {
@@ -120,30 +103,7 @@ def _uuid4_hex(n: int) -> list[str]:
     return [h[i : i + 32] for i in range(0, 32 * n, 32)]
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def _naive(ts: datetime | None) -> datetime | None:
-    if ts is None:
-        return None
-    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
-
-
-def _name_of(raw: str) -> str | None:
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if obj.get("resourceType") == "Patient":
-        for n in obj.get("name") or []:
-            given = " ".join(n.get("given") or [])
-            family = n.get("family") or ""
-            full = f"{given} {family}".strip() or n.get("text")
-            if full:
-                return str(full)
-        return None
-    return str(obj["name"]) if isinstance(obj.get("name"), str) else None
+_utcnow, _naive, _name_of = utcnow, naive, name_of
 
 
 class DuckDBStore(Store):
