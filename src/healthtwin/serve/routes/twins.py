@@ -555,7 +555,15 @@ async def facility_simulate(
     _facility_twin(t)
     sp = _spec(body.spec)
     if body.horizon_days is not None:
-        sp = sp.model_copy(update={"horizon": body.horizon_days * 1440.0})
+        horizon = body.horizon_days * 1440.0
+        if horizon <= sp.warmup:
+            raise HTTPException(
+                422,
+                f"horizon_days = {body.horizon_days:g} d ({horizon:g} min) is not longer than "
+                f"the warm-up of spec {body.spec!r} ({sp.warmup:g} min = "
+                f"{sp.warmup / 1440.0:g} d): give horizon_days > {sp.warmup / 1440.0:g}",
+            )
+        sp = sp.model_copy(update={"horizon": horizon})
 
     def run() -> Any:
         return summarise(run_replications(sp, body.replications, body.seed, 1))
