@@ -111,7 +111,7 @@ def test_glucose_forecast_reads_insulin_and_carbohydrate_records(
         assert med["g-bolus"][h] < med["g-plain"][h] - gap, (h, med)
         assert med["g-meal"][h] > med["g-plain"][h] + gap, (h, med)
     assert med["g-plain"][120] - med["g-bolus"][120] > med["g-plain"][30] - med["g-bolus"][30]
-    for p, f in fc.items():
+    for f in fc.values():
         assert f["simulated"] is True and f["model"] == T.MODEL_NAME
         assert f["model_version"] == T.MODEL_VERSION
         assert f["readings_used"] == 25

@@ -562,7 +562,9 @@ async def glucose_whatif(
         )
         for r in res
     ]
-    ih = _view_hash(view) if view is not None else _input_hash(body.start_glucose, body.model_dump())
+    ih = (
+        _view_hash(view) if view is not None else _input_hash(body.start_glucose, body.model_dump())
+    )
     batch = await _journal_simulation(
         request,
         ctx,
