@@ -325,6 +325,7 @@ _HYPER = (
     "seed",
     "disturbance_sd",
     "disturbance_tau_min",
+    "error_horizon_min",
 )
 
 
