@@ -393,7 +393,7 @@ def _glucose_view(
     if view.late:
         notes.append(f"{len(view.late)} record(s) dated before the saved state not used "
                      "(`healthtwin glucose sync --rebuild` includes them)")  # fmt: skip
-    notes.append("nothing is written back: the saved twin state is unchanged")
+    notes.append("nothing is written back and no twin state is saved by this request")
     return view, notes
 
 
