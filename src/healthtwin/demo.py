@@ -1,13 +1,17 @@
 """`make demo`: load the sample data, start the server, stream synthetic device readings.
 
 1. A fresh DuckDB store (``demo.duckdb``) gets the sample data: ../shared/data (Synthea) when
-   present, else the small CC0 fixtures in tests/fixtures; plus a synthetic CGM patient with
-   6 h of readings and a synthetic emergency department census (healthtwin.demo_feed).
+   present, else the small CC0 fixtures in tests/fixtures; plus a virtual patient
+   (UVA/Padova adult#001 with CGM, meals and insulin: the glucose twin's physiological
+   stream) with the 6 h before the start, and a synthetic emergency department census
+   (healthtwin.demo_feed).
 2. ``healthtwin serve`` starts on 127.0.0.1 with a random signing key for this run only.
 3. The URL and demo tokens are printed (a login link carries the clinician token in its
    fragment, which never reaches the server).
-4. A synthetic CGM posts a reading every ``--interval`` s through the FHIR API (the same
-   ingestion path as any client): the patient page updates live over SSE.
+4. The virtual patient's CGM posts a reading every ``--interval`` s of wall-clock time (its
+   glucose at that time, never time-compressed), and its meals and boluses when their minute
+   passes, through the FHIR API (the same ingestion path as any client): the patient page
+   updates live over SSE.
 
 Ctrl-C (or ``--duration S``) stops the stream and the server cleanly. ``--duration`` is the
 non-interactive smoke mode: at the end it checks that every acknowledged reading is in the
@@ -139,18 +143,21 @@ def stream(
     stop: threading.Event,
     acked: list[str],
     server: subprocess.Popen[bytes] | None = None,
+    origin: datetime | None = None,
 ) -> None:
-    """Post device readings until ``stop`` (or the server exits); acknowledged ids -> ``acked``."""
+    """Post device records until ``stop`` (or the server exits); acknowledged CGM reading ids
+    -> ``acked``. ``origin``: the demo's start, the same as the backfill's (demo_feed)."""
     import httpx
 
     from healthtwin.demo_feed import device_stream
 
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as c:
-        origin = datetime.now(UTC)
+        origin = origin or datetime.now(UTC)
         for obs in device_stream(DEMO_PATIENT, wall_clock(interval_s, stop), seed, origin):
+            cgm = obs["resourceType"] == "Observation" and obs["id"].startswith("cgm-")
             try:
                 r = c.put(
-                    f"/fhir/Observation/{obs['id']}",
+                    f"/fhir/{obs['resourceType']}/{obs['id']}",
                     json=obs,
                     headers={"Content-Type": "application/fhir+json"},
                     timeout=10.0,
@@ -164,7 +171,9 @@ def stream(
                     break
                 print(f"device stream: {exc}", file=sys.stderr)
                 continue
-            if r.status_code in (200, 201):
+            if r.status_code in (200, 201) and not cgm:
+                print(f"  device record: {obs['resourceType']}/{obs['id']} -> {r.status_code}")
+            elif r.status_code in (200, 201):
                 acked.append(obs["id"])
                 v = obs["valueQuantity"]["value"]
                 print(
@@ -223,7 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         ops = mint_token(secret, sub="demo-ops", scope="user/*.rs", role="operations", ttl_s=ttl)
         dev = mint_token(
-            secret, sub="demo-cgm-device", scope="system/Observation.cu", role="service", ttl_s=ttl
+            secret,
+            sub="demo-cgm-device",
+            scope="system/Observation.cu system/MedicationAdministration.cu",
+            role="service",
+            ttl_s=ttl,
         )
         page = f"/ui/twins/Patient/{DEMO_PATIENT}"
         print(
@@ -247,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             timer = threading.Timer(args.duration, stop.set)
             timer.daemon = True
             timer.start()
-        stream(url, dev, args.interval, args.seed, stop, acked, server)
+        stream(url, dev, args.interval, args.seed, stop, acked, server, origin=now)
     except KeyboardInterrupt:
         interrupted = True
         stop.set()

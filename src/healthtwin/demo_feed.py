@@ -1,21 +1,30 @@
 """Synthetic inputs of the live demo: a CGM device stream and an emergency department census.
 
 :func:`device_stream` is the one function the demo (``healthtwin.demo``) draws device
-readings from. It is a small stand-in: glucose (mg/dL) = a baseline with a slow daily wave,
-plus a gamma-shaped excursion after each meal (random times and sizes from ``seed``), plus
-AR(1) sensor noise, clipped to a CGM's range (40-400 mg/dL). It is not physiology; the glucose
-twin's UVA/Padova device stream (``care/glucose/stream.py``, branch ``glucose-thread``) is
-meant to replace it behind the same signature. Every resource is tagged ``synthetic``.
+records from. It is the glucose twin's physiological stream
+(:func:`healthtwin.care.glucose.stream.stream_patient`): a UVA/Padova virtual patient
+(adult#001 by default) simulated at 1-min resolution from 12 h before the demo's start
+(``origin``, at the basal steady state) for up to a week, with random meals (3 meals and
+snacks a day at clock times counted from the simulation's start: breakfast about 5 h before
+the demo's start, lunch about at it), their carbohydrate Observations and the pump's meal
+boluses (MedicationAdministration), its body weight and basal rate (MedicationStatement).
+Readings, meals and boluses are sent from 6 h before ``origin`` (the backfill) on.
 
-Readings are sampled at the wall-clock times asked for (the demo samples more often than a
-real CGM's 5 min so that a newcomer sees the twin move within seconds); values depend only on
-the time and the seed, so the series is smooth whatever the sampling.
+CGM readings are sampled at the wall-clock times asked for (the demo samples more often than
+a real CGM's 5 min so that a newcomer sees the twin move within seconds): the simulated
+subcutaneous glucose, linearly interpolated between its minutes, plus the Breton & Kovatchev
+sensor noise of a Dexcom sensor (``models/physiology/devices.py``, evaluated per minute and
+interpolated the same way), clipped to the sensor's range. Times are never compressed: the
+reading at wall-clock time t is the patient's glucose at t. Records other than readings are
+sent when their minute has passed: those dated at or before ``origin`` with the backfill (a
+call whose first time is before ``origin``), the later ones with the live stream. Every
+resource is tagged ``synthetic``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,54 +37,109 @@ TAG = {
     "code": "synthetic",
     "display": "synthetic demo data (healthtwin.demo_feed)",
 }
-CGM_RANGE = (40.0, 400.0)  # mg/dL
+CGM_RANGE = (40.0, 400.0)  # mg/dL (Dexcom: 39-400; reported values are clipped to this)
+BACKFILL_H = 6.0  # history sent before the demo's start (h)
+LEAD_H = 12.0  # simulated before the demo's start (h)
+SPAN_MIN = int(LEAD_H * 60) + 7 * 1440  # simulated span (min)
 
 
 def _iso(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class GlucoseCurve:
-    """Glucose (mg/dL) as a function of time for one synthetic patient (deterministic per seed)."""
+def _effective(res: dict[str, Any]) -> datetime:
+    when = res.get("effectiveDateTime") or (res.get("effectivePeriod") or {}).get("start")
+    return datetime.fromisoformat(str(when).replace("Z", "+00:00"))
 
-    def __init__(self, seed: int, origin: datetime) -> None:
-        rng = np.random.default_rng(seed)
-        self.origin = origin
-        self.base = 105.0 + 10.0 * rng.standard_normal()
-        # meals every 3-6 h from 2 days before to 2 days after the origin (h, mg/dL peak)
-        t = -48.0
-        meals: list[tuple[float, float]] = []
-        while t < 48.0:
-            meals.append((t, float(rng.uniform(55.0, 120.0))))
-            t += float(rng.uniform(3.0, 6.0))
-        self.meals = meals
-        self.tau_h = 0.75  # time to peak after a meal (h)
-        self.noise_sd = 4.0  # sensor noise (mg/dL)
-        self.rho_per_min = 0.9  # AR(1) correlation of the noise per minute
-        self._rng = rng
-        self._noise = 0.0
-        self._last: float | None = None
 
-    def mean(self, t: datetime) -> float:
-        """Noise-free glucose at ``t`` (mg/dL)."""
-        h = (t - self.origin).total_seconds() / 3600.0
-        g = self.base + 12.0 * math.sin(2 * math.pi * h / 24.0)
-        for t0, amp in self.meals:
-            x = (h - t0) / self.tau_h
-            if 0.0 < x < 12.0:
-                g += amp * x * math.exp(1.0 - x)
-        return g
+class VirtualPatient:
+    """A UVA/Padova virtual patient simulated lazily minute by minute from ``start`` (UTC).
 
-    def read(self, t: datetime) -> float:
-        """A sensor reading at ``t`` (mg/dL): mean + AR(1) noise, clipped to the CGM range."""
-        s = (t - self.origin).total_seconds() / 60.0
-        dt = 1.0 if self._last is None else max(s - self._last, 1e-3)
-        rho = self.rho_per_min**dt
-        self._noise = rho * self._noise + math.sqrt(1 - rho * rho) * self.noise_sd * float(
-            self._rng.standard_normal()
-        )
-        self._last = s
-        return float(np.clip(self.mean(t) + self._noise, *CGM_RANGE))
+    ``glucose(t)`` is the subcutaneous glucose (mg/dL) at any time t >= start, linearly
+    interpolated between the simulated minutes; ``noise(t)`` the sensor noise (mg/dL);
+    ``records_until(t)`` the stream's records (weight, basal, meals, boluses) dated <= t not
+    yet taken, oldest first; meals and boluses before ``send_from`` are not sent (weight and
+    basal always are). Deterministic per (patient, seed, start).
+    """
+
+    def __init__(
+        self,
+        patient_id: str,
+        start: datetime,
+        seed: int,
+        patient_name: str = "adult#001",
+        minutes: int = SPAN_MIN,
+        send_from: datetime | None = None,
+    ) -> None:
+        from healthtwin.care.glucose.stream import stream_patient
+        from healthtwin.models.physiology.devices import CGMSensor
+
+        self.start = start
+        self.minutes = minutes
+        self.send_from = send_from or start
+        # noise=False: the 1-min "readings" are the subcutaneous glucose itself
+        self._src = stream_patient(patient_name, start, minutes, seed, patient_id=patient_id,
+                                   cgm_every_min=1, include_patient=False, noise=False)  # fmt: skip
+        self._gs: list[float] = []
+        self._pending: list[tuple[datetime, dict[str, Any]]] = []
+        sensor = replace(CGMSensor.named("Dexcom"), sample_time=1.0)
+        self._eps = sensor.noise(1, float(minutes), np.random.default_rng([seed, 1]))[0][0]
+        self.low, self.high = CGM_RANGE
+
+    def _until_minute(self, k: int) -> bool:
+        """Simulate until minute ``k``'s glucose is known; False past the simulated span."""
+        while len(self._gs) <= k:
+            res = next(self._src, None)
+            if res is None:
+                return False
+            codes = [c.get("code") for c in (res.get("code") or {}).get("coding", [])]
+            if res["resourceType"] == "Observation" and CGM_LOINC in codes:
+                self._gs.append(float(res["valueQuantity"]["value"]))
+            else:
+                when = _effective(res)
+                header = res["resourceType"] == "MedicationStatement" or res["id"].endswith(
+                    "-weight"
+                )
+                if header or when >= self.send_from:
+                    res.setdefault("meta", {})["tag"] = [TAG]
+                    self._pending.append((when, res))
+        return True
+
+    def minute_of(self, t: datetime) -> float:
+        """Minutes since the simulation's start."""
+        return (t - self.start).total_seconds() / 60.0
+
+    def covers(self, t: datetime) -> bool:
+        """Is ``t`` within the simulated span?"""
+        return 0.0 <= self.minute_of(t) < self.minutes - 1
+
+    def glucose(self, t: datetime) -> float:
+        """Subcutaneous glucose (mg/dL) at ``t`` (interpolated between simulated minutes)."""
+        m = self.minute_of(t)
+        k = int(m)
+        if not self.covers(t) or not self._until_minute(k + 1):
+            raise ValueError(f"{t.isoformat()} is outside the simulated span from "
+                             f"{self.start.isoformat()} ({self.minutes} min)")  # fmt: skip
+        f = m - k
+        return (1.0 - f) * self._gs[k] + f * self._gs[k + 1]
+
+    def noise(self, t: datetime) -> float:
+        """Sensor noise (mg/dL) at ``t`` (interpolated between its 1-min samples)."""
+        m = self.minute_of(t)
+        k = int(m)
+        f = m - k
+        return float((1.0 - f) * self._eps[k] + f * self._eps[k + 1])
+
+    def reading(self, t: datetime) -> float:
+        """A CGM reading at ``t``: glucose + sensor noise, clipped to the sensor range (mg/dL)."""
+        return float(np.clip(self.glucose(t) + self.noise(t), self.low, self.high))
+
+    def records_until(self, t: datetime, after: datetime | None = None) -> list[dict[str, Any]]:
+        """Records dated in (``after``, ``t``] not yet taken (those <= ``after`` are dropped)."""
+        self._until_minute(int(max(self.minute_of(t), 0.0)) + 1)
+        out = [r for when, r in self._pending if when <= t and (after is None or when > after)]
+        self._pending = [(w, r) for w, r in self._pending if w > t]
+        return out
 
 
 def cgm_observation(patient_id: str, obs_id: str, when: datetime, mg_dl: float) -> dict[str, Any]:
@@ -135,18 +199,37 @@ def device_stream(
     times: Iterator[datetime],
     seed: int = 0,
     origin: datetime | None = None,
+    patient_name: str = "adult#001",
 ) -> Iterator[dict[str, Any]]:
-    """CGM Observations of ``patient_id`` at each time of ``times`` (lazy; UTC datetimes).
+    """Device records of ``patient_id``: a CGM Observation at each time of ``times`` (lazy;
+    UTC datetimes, increasing) and the pump's and meal log's records as their minute passes.
 
-    The swappable source of the demo's device readings (see the module docstring). Ids are
-    ``cgm-<patient>-<epoch ms>``: re-sending a reading is idempotent in the store.
+    The patient is simulated from ``origin`` − 12 h (``origin`` defaults to the first time);
+    the same ``seed`` and ``origin`` give the same patient, so a backfill and a live stream
+    continue each other (module docstring). Reading ids are ``cgm-<patient>-<epoch ms>``;
+    re-sending a record is idempotent in the store. Ends past the simulated week.
     """
-    curve: GlucoseCurve | None = None
+    vp: VirtualPatient | None = None
+    backfill = False
+    last: datetime | None = None
     for t in times:
-        if curve is None:
-            curve = GlucoseCurve(seed, origin or t)
+        if vp is None:
+            origin = origin or t
+            vp = VirtualPatient(patient_id, origin - timedelta(hours=LEAD_H), seed, patient_name,
+                                send_from=origin - timedelta(hours=BACKFILL_H))  # fmt: skip
+            backfill = t < origin
+        assert origin is not None
+        if not vp.covers(t):
+            return
+        if backfill:
+            yield from vp.records_until(min(t, origin))
+        else:
+            yield from vp.records_until(t, after=origin)
         ms = int(t.timestamp() * 1000)
-        yield cgm_observation(patient_id, f"cgm-{patient_id}-{ms}", t, curve.read(t))
+        yield cgm_observation(patient_id, f"cgm-{patient_id}-{ms}", t, vp.reading(t))
+        last = t
+    if vp is not None and backfill and origin is not None and last is not None:
+        yield from vp.records_until(origin)  # the backfill's records up to the demo's start
 
 
 def backfill_times(end: datetime, hours: float, step_min: float = 5.0) -> Iterator[datetime]:

@@ -286,3 +286,15 @@ def test_joint_holding_validation() -> None:
         SpecError, match=r"pathway\[0\].also\[0\]: unknown or repeated station 'scanner'"
     ):
         parse_spec(d)
+
+
+def test_engine_rejects_a_horizon_within_the_warmup() -> None:
+    # model_copy(update=...) skips the spec's validator (warmup < horizon); the engine checks
+    # again instead of dividing by horizon - warmup = 0 (a 500 of the server before)
+    from healthtwin.operations.engine import run_replication
+    from healthtwin.operations.spec import SpecError, load_spec
+
+    sp = load_spec("ed")
+    bad = sp.model_copy(update={"horizon": float(sp.warmup)})
+    with pytest.raises(SpecError, match=r"warmup \(1440 min\) must be < horizon \(1440 min\)"):
+        run_replication(bad, 0)

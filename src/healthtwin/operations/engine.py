@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from healthtwin.operations.spec import EXIT, Dist, FacilitySpec
+from healthtwin.operations.spec import EXIT, Dist, FacilitySpec, SpecError
 
 INF_SERVERS = 10**9
 _BATCH = 512
@@ -206,6 +206,8 @@ def run_replication(
     cp = _Compiled(spec)
     horizon = float(spec.horizon)
     warm = float(spec.warmup)
+    if not warm < horizon:  # model_copy(update=...) skips the spec's own validator
+        raise SpecError(f"warmup ({warm:g} min) must be < horizon ({horizon:g} min)")
     n_st = len(cp.st_names)
     n_cls = len(cp.cls_names)
     pol = spec.policies

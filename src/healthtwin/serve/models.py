@@ -117,9 +117,15 @@ class GlucoseForecastRequest(Strict):
     level: float = Field(
         default=0.9, gt=0.5, lt=1.0, description="central prediction interval level"
     )
-    weight_kg: float = Field(default=70.0, ge=10, le=250, description="body weight (kg)")
-    basal_u_h: float = Field(default=1.0, ge=0, le=12, description="basal insulin rate ([IU]/h)")
-    hours_of_data: float = Field(default=24.0, gt=0, le=72, description="CGM history used (h)")
+    weight_kg: float = Field(
+        default=70.0, ge=10, le=250, description="body weight (kg) if the record has none"
+    )
+    basal_u_h: float = Field(
+        default=1.0, ge=0, le=12, description="basal rate ([IU]/h) where the record has none"
+    )
+    hours_of_data: float = Field(
+        default=24.0, gt=0, le=72, description="history for a start without saved state (h)"
+    )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
 
@@ -155,7 +161,7 @@ class GlucoseForecast(Simulated):
 
 
 class Scenario(Strict):
-    """A what-if scenario (care/glucose/whatif.py); minutes from now."""
+    """A what-if scenario (care/glucose/whatif.py); minutes from the twin's last reading."""
 
     name: str = Field(min_length=1, max_length=80)
     hours: float = Field(default=6, gt=0, le=24)
@@ -168,10 +174,16 @@ class Scenario(Strict):
 
 class WhatIfRequest(Strict):
     scenarios: list[Scenario] = Field(min_length=1, max_length=4)
-    weight_kg: float = Field(default=70.0, ge=10, le=250)
-    basal_u_h: float = Field(default=1.0, ge=0, le=12)
+    weight_kg: float = Field(
+        default=70.0, ge=10, le=250, description="body weight (kg) if the record has none"
+    )
+    basal_u_h: float = Field(
+        default=1.0, ge=0, le=12, description="basal rate ([IU]/h) where the record has none"
+    )
     cr_g_per_u: float = Field(default=10.0, gt=0, le=100, description="carbohydrate ratio (g/[IU])")
-    hours_of_data: float = Field(default=24.0, gt=0, le=72)
+    hours_of_data: float = Field(
+        default=24.0, gt=0, le=72, description="history for a start without saved state (h)"
+    )
     start_glucose: float | None = Field(
         default=None, ge=20, le=600, description="mg/dL; used when the twin has no CGM data"
     )

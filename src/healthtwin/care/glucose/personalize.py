@@ -16,7 +16,8 @@ Model error: the Bergman model is misspecified for UVA/Padova (and real) patient
 member also carries an unexplained glucose flux d (mg/dL/min) added to dG/dt, an
 Ornstein–Uhlenbeck process (stationary sd ``disturbance_sd``, time constant
 ``disturbance_tau_min``). The filter estimates d from the CGM like any state; in forecasts it
-relaxes to zero with that time constant (offset-free prediction, as disturbance states in
+relaxes to zero with that time constant, with innovations up to ``error_horizon_min`` only
+(offset-free prediction, as disturbance states in
 artificial-pancreas MPC). The defaults (0.5 mg/dL/min, 120 min) were selected on a tuning fold
 of patients and seed (``benchmarks/glucose_evaluation.py --only forecast``).
 
@@ -84,7 +85,9 @@ class GlucoseEnKF(TwinModel):
         seed: int | None = 0,
         disturbance_sd: float = 0.5,
         disturbance_tau_min: float = 120.0,
+        error_horizon_min: float | None = 120.0,
     ) -> None:
+        self.error_horizon_min = error_horizon_min
         self.forecast_walk_sd = forecast_walk_sd
         self.disturbance_sd = disturbance_sd
         self.disturbance_tau_min = disturbance_tau_min
@@ -238,7 +241,11 @@ class GlucoseEnKF(TwinModel):
         is copied: forecasting does not change the filter. ``si_factor`` (N, horizon) scales
         insulin sensitivity per minute (exercise as a sensitivity change). Model error over the horizon is a
         random walk added to the interstitial glucose, with ``forecast_walk_sd`` (mg/dL per sqrt(min)),
-        calibrated once on simulated adults (see docs/glucose-twin.md).
+        calibrated once on simulated adults (see docs/glucose-twin.md), and the OU disturbance.
+        Both get new innovations only up to ``error_horizon_min`` (120 min, the longest horizon
+        whose intervals were checked against data; None = the whole horizon): beyond it the walk
+        holds its value and the disturbance relaxes to zero, so long what-ifs propagate the
+        uncertainty reached at 2 h through the physiology instead of an unbounded random walk.
         """
         self._require_fitted("ens_")
         n, m = self.n_twins_, self.n_members
@@ -258,6 +265,8 @@ class GlucoseEnKF(TwinModel):
         out[:, :, 0] = self._members(x[7])
         si0 = p.SI.copy()
         dist = self.dist_.copy()
+        cap = horizon_min if self.error_horizon_min is None else int(self.error_horizon_min)
+        decay = np.exp(-1.0 / self.disturbance_tau_min)
         for k in range(horizon_min):
             u = np.stack([np.repeat(ins[:, k], m), np.repeat(cho[:, k], m)])
             if si_factor is not None:
@@ -265,10 +274,13 @@ class GlucoseEnKF(TwinModel):
             x = bergman_step(x, u, p)
             if self.disturbance_sd > 0:
                 x[0] += dist
-                dist = self._ou(dist, 1.0, rng)
+                # beyond the calibrated horizon the disturbance only relaxes (no innovations)
+                dist = self._ou(dist, 1.0, rng) if k < cap else dist * decay
             x[0] = np.maximum(x[0] + self.glucose_process_sd * rng.standard_normal(x.shape[1]), 1.0)
             out[:, :, k + 1] = self._members(x[7])
-        walk = np.cumsum(rng.standard_normal(out.shape), axis=2) * self.forecast_walk_sd
+        steps = rng.standard_normal(out.shape)
+        steps[:, :, cap + 1 :] = 0.0  # the walk holds its value beyond the calibrated horizon
+        walk = np.cumsum(steps, axis=2) * self.forecast_walk_sd
         walk[:, :, 0] = 0.0
         out = np.maximum(out + walk, 1.0)
         if include_sensor_noise:
@@ -290,10 +302,11 @@ class GlucoseParticleFilter(GlucoseEnKF):
         seed: int | None = 0,
         disturbance_sd: float = 0.5,
         disturbance_tau_min: float = 120.0,
+        error_horizon_min: float | None = 120.0,
     ) -> None:
         super().__init__(
             n_members, obs_sd, glucose_process_sd, theta_walk_sd, forecast_walk_sd, seed,
-            disturbance_sd, disturbance_tau_min,
+            disturbance_sd, disturbance_tau_min, error_horizon_min,
         )  # fmt: skip
         self.roughening_sd = roughening_sd
 

@@ -325,6 +325,7 @@ _HYPER = (
     "seed",
     "disturbance_sd",
     "disturbance_tau_min",
+    "error_horizon_min",
 )
 
 
@@ -479,41 +480,60 @@ def _basal_array(items: Sequence[InputItem], t0: datetime, lo: int, hi: int) -> 
     return out
 
 
-def sync(
-    store: Store,
-    twin_id: str,
+@dataclass
+class TwinView:
+    """A twin's filter brought up to its latest glucose reading (nothing persisted).
+
+    ``twin`` is the EnKF at minute ``m_end`` of the clock that starts at ``t0`` (UTC);
+    ``origin`` = t0 + m_end. ``prev`` is the persisted state it started from (None: a fresh
+    start from the prior), ``used`` the inputs it assimilated, ``pending`` the inputs dated at
+    or after ``origin`` (future boluses, meals, basal changes), ``readings`` the new glucose
+    readings (empty: the saved state was already current).
+    """
+
+    twin: GlucoseEnKF
+    t0: datetime
+    m0: int
+    m_end: int
+    prev: dict[str, Any] | None
+    prev_hash: str | None
+    consumed: set[str]
+    readings: list[InputItem]
+    used: list[InputItem]
+    pending: list[InputItem]
+    known_basal: list[InputItem]
+    fallback_u_h: float
+    late: list[SkippedInput]
+
+    @property
+    def origin(self) -> datetime:
+        return self.t0 + timedelta(minutes=self.m_end)
+
+
+def advance(
+    inputs: Inputs,
+    states: Sequence[dict[str, Any]],
     *,
-    write_back_enabled: bool = False,
-    now: datetime | None = None,
+    twin_id: str,
     n_members: int = 50,
     seed: int = 0,
-    horizons: tuple[int, ...] = (30, 60, 120),
-    level: float = 0.9,
     weight_kg: float | None = None,
     basal_u_h: float | None = None,
-    rebuild: bool = False,
-) -> SyncReport:
-    """Update a patient twin from new store data; optionally write FHIR R4 back (two-way).
+) -> TwinView | None:
+    """Restore the latest of ``states`` (or start from the prior) and filter the new minutes.
 
-    ``weight_kg`` / ``basal_u_h`` are used only when the store has no body weight / basal
-    rate record. ``rebuild`` discards the persisted state and re-runs the whole history.
+    Pure: reads nothing and writes nothing (``sync`` persists; the server only forecasts).
+    None when there is neither a saved state nor a glucose reading. ThreadError when a fresh
+    start lacks a body weight or basal rate and none is given.
     """
-    tw_info = store.twin(twin_id)
-    if tw_info["kind"] != "patient":
-        raise ThreadError(f"twin {twin_id!r} is a {tw_info['kind']} twin, not a patient twin")
-    tid, subject = str(tw_info["twin_id"]), str(tw_info["subject"])
-    now = now or datetime.now(UTC)
-    inputs = read_inputs(store, tid)
-    rep = SyncReport(tid, sync_mode=str(tw_info["sync_mode"]), skipped=list(inputs.skipped),
-                     twin_outputs_ignored=inputs.twin_outputs)  # fmt: skip
-    states = [] if rebuild else state_events(store, tid)
+    tid = twin_id
     prev = states[-1] if states else None
     consumed = {k for s in states for k in s.get("consumed", [])}
     fresh = [i for i in inputs.items if i.key not in consumed and i.kind != "weight"]
     glucose = [i for i in fresh if i.kind in ("cgm", "bg")]
     if prev is None:
         if not glucose:
-            return rep
+            return None
         t0 = glucose[0].time.replace(second=0, microsecond=0)
         m0 = 0
     else:
@@ -522,9 +542,14 @@ def sync(
     used: list[InputItem] = []
     pending: list[InputItem] = []
     readings = [i for i in glucose if prev is None or _minute(i.time, t0) > m0]
-    rep.late = _late(fresh, t0, m0, prev is not None)
-    if not readings:
-        return rep
+    late = _late(fresh, t0, m0, prev is not None)
+    if not readings:  # the saved state is current: what is dated after it is pending
+        assert prev is not None
+        pend = [i for i in fresh if i.kind not in ("cgm", "bg") and _minute(i.time, t0) >= m0]
+        known = [i for i in inputs.items if i.kind == "basal" and i.key in consumed]
+        tw = restore_filter(prev)
+        return TwinView(tw, t0, m0, m0, prev, prev["state_hash"], consumed, [], [], pend, known,
+                        basal_u_h if basal_u_h is not None else float(tw.ub_[0] * 60.0), late)  # fmt: skip
     m_end = max(_minute(i.time, t0) for i in readings)
     reading_keys = {i.key for i in readings}
     for i in fresh:
@@ -543,7 +568,6 @@ def sync(
     used_keys = {i.key for i in used}
     known_basal = [i for i in inputs.items if i.kind == "basal"
                    and (i.key in consumed or i.key in used_keys)]  # fmt: skip
-    pend_basal = [i for i in pending if i.kind == "basal"]
     # -- filter over the new minutes
     if prev is None:
         weights = [i for i in inputs.items if i.kind == "weight"]
@@ -589,19 +613,71 @@ def sync(
         twin.step(ins[k - 1 : k], cho[k - 1 : k])
         for y in by_min.get(m0 + k, []):
             twin.assimilate(np.array([y]))
-    # -- forecast from the last reading (the filter's RNG is restored afterwards)
-    hmax = max(horizons)
-    origin = t0 + timedelta(minutes=m_end)
-    rng_saved = twin.rng_.bit_generator.state
-    f_basal = _basal_array(known_basal + pend_basal, t0, m_end, m_end + hmax)
-    fi = (np.nan_to_num(f_basal, nan=fallback) / 60.0)[None, :]
+    return TwinView(twin, t0, m0, m_end, prev, prev_hash, consumed, readings, used, pending,
+                    known_basal, fallback, late)  # fmt: skip
+
+
+def future_inputs(view: TwinView, hmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """Insulin ([IU]/min) and carbohydrate (g/min), each (1, hmax), from ``view.origin``:
+    the basal in force (records, else the fallback) plus the pending boluses and meals."""
+    t0, m_end = view.t0, view.m_end
+    pend_basal = [i for i in view.pending if i.kind == "basal"]
+    f_basal = _basal_array(view.known_basal + pend_basal, t0, m_end, m_end + hmax)
+    fi = (np.nan_to_num(f_basal, nan=view.fallback_u_h) / 60.0)[None, :]
     fc = np.zeros((1, hmax))
-    for i in pending:
+    for i in view.pending:
         k = _minute(i.time, t0) - m_end
         if 0 <= k < hmax and i.kind == "bolus":
             fi[0, k] += i.value
         elif 0 <= k < hmax and i.kind == "carbs":
             fc[0, k] += i.value
+    return fi, fc
+
+
+def sync(
+    store: Store,
+    twin_id: str,
+    *,
+    write_back_enabled: bool = False,
+    now: datetime | None = None,
+    n_members: int = 50,
+    seed: int = 0,
+    horizons: tuple[int, ...] = (30, 60, 120),
+    level: float = 0.9,
+    weight_kg: float | None = None,
+    basal_u_h: float | None = None,
+    rebuild: bool = False,
+) -> SyncReport:
+    """Update a patient twin from new store data; optionally write FHIR R4 back (two-way).
+
+    ``weight_kg`` / ``basal_u_h`` are used only when the store has no body weight / basal
+    rate record. ``rebuild`` discards the persisted state and re-runs the whole history.
+    """
+    tw_info = store.twin(twin_id)
+    if tw_info["kind"] != "patient":
+        raise ThreadError(f"twin {twin_id!r} is a {tw_info['kind']} twin, not a patient twin")
+    tid, subject = str(tw_info["twin_id"]), str(tw_info["subject"])
+    now = now or datetime.now(UTC)
+    inputs = read_inputs(store, tid)
+    rep = SyncReport(tid, sync_mode=str(tw_info["sync_mode"]), skipped=list(inputs.skipped),
+                     twin_outputs_ignored=inputs.twin_outputs)  # fmt: skip
+    states = [] if rebuild else state_events(store, tid)
+    view = advance(inputs, states, twin_id=tid, n_members=n_members, seed=seed,
+                   weight_kg=weight_kg, basal_u_h=basal_u_h)  # fmt: skip
+    if view is None:
+        return rep
+    rep.late = view.late
+    if not view.readings:
+        return rep
+    twin, t0, m0, m_end, prev = view.twin, view.t0, view.m0, view.m_end, view.prev
+    prev_hash, consumed, used = view.prev_hash, view.consumed, view.used
+    pending, readings = view.pending, view.readings
+    used_keys = {i.key for i in used}
+    # -- forecast from the last reading (the filter's RNG is restored afterwards)
+    hmax = max(horizons)
+    origin = view.origin
+    rng_saved = twin.rng_.bit_generator.state
+    fi, fc = future_inputs(view, hmax)
     s_cgm = twin.forecast(hmax, fi, fc)[0]
     s_g = twin.forecast(hmax, fi, fc, include_sensor_noise=False)[0]
     twin.rng_.bit_generator.state = rng_saved

@@ -332,19 +332,83 @@ def _facility_twin(t: dict[str, Any]) -> None:
         raise HTTPException(422, f"{t['twin_id']} is a {t['kind']} twin, not a facility twin")
 
 
-def _minute_grid(
-    readings: list[tuple[datetime, float]], hours: float
-) -> tuple[np.ndarray, datetime, int]:
-    """CGM on a 1-min grid ending at the last reading (NaN = no reading), (1, T)."""
-    last = readings[-1][0]
-    start = last - timedelta(hours=hours)
-    use = [(t, v) for t, v in readings if t >= start]
-    t0 = use[0][0]
-    n = int((last - t0).total_seconds() // 60) + 1
-    y = np.full((1, n), np.nan)
-    for t, v in use:
-        y[0, int((t - t0).total_seconds() // 60)] = v
-    return y, last, len(use)
+def _glucose_record(store: Any, twin_id: str) -> tuple[Any, list[dict[str, Any]]]:
+    """The glucose twin's inputs and saved ``twin.state`` payloads (on the store thread)."""
+    from healthtwin.care.glucose.thread import read_inputs, state_events
+
+    return read_inputs(store, twin_id), state_events(store, twin_id)
+
+
+def _glucose_view(
+    twin_id: str,
+    inputs: Any,
+    states: list[dict[str, Any]],
+    hours_of_data: float,
+    weight_kg: float,
+    basal_u_h: float,
+    seed: int,
+) -> tuple[Any, list[str]]:
+    """The twin brought up to its last glucose reading by the thread (nothing written).
+
+    From the saved state (``twin.state``) over the newer records, or — without a saved state,
+    or one older than ``hours_of_data`` before the last reading — a fresh start from the
+    prior over the last ``hours_of_data`` h of records. (view or None, assumptions).
+    """
+    from healthtwin.care.glucose.thread import Inputs, advance
+
+    glucose = [i for i in inputs.items if i.kind in ("cgm", "bg")]
+    notes: list[str] = []
+    if states and glucose:
+        saved = datetime.fromisoformat(states[-1]["origin"])
+        if (glucose[-1].time - saved).total_seconds() > hours_of_data * 3600:
+            notes.append(
+                f"saved twin state of {saved.isoformat()} is more than {hours_of_data:g} h "
+                "before the last reading: restarted from the prior"
+            )
+            states = []
+    kw: dict[str, Any] = {}
+    if not states:
+        if not glucose:
+            return None, notes
+        since = glucose[-1].time - timedelta(hours=hours_of_data)
+        keep = [i for i in inputs.items if i.kind in ("basal", "weight") or i.time >= since]
+        inputs = Inputs(keep, inputs.skipped, inputs.twin_outputs)
+        kw = {"weight_kg": weight_kg, "basal_u_h": basal_u_h}
+        if not any(i.kind == "weight" for i in keep):
+            notes.append(f"no body weight record: {weight_kg:g} kg as given")
+        notes.append(f"fresh start from the population prior over the last {hours_of_data:g} h "
+                     "of records (no saved twin state)")  # fmt: skip
+    view = advance(inputs, states, twin_id=twin_id, seed=seed, **kw)
+    if view is None:
+        return None, notes
+    if view.prev is not None:
+        notes.append(f"started from the saved twin state of {view.prev['origin']} "
+                     f"(state {view.prev['state_hash'][:12]})")  # fmt: skip
+    if not view.known_basal and not any(i.kind == "basal" for i in view.pending):
+        notes.append(f"no basal insulin record: {view.fallback_u_h:g} [IU]/h assumed")
+    n = {k: sum(1 for i in view.used if i.kind == k) for k in ("cgm", "bg", "bolus", "carbs")}
+    notes.append(f"records used: {n['cgm']} CGM, {n['bg']} blood glucose, {n['bolus']} insulin "
+                 f"bolus(es), {n['carbs']} carbohydrate record(s), {len(view.known_basal)} basal "
+                 f"record(s) since the twin's clock minute {view.m0}")  # fmt: skip
+    if view.late:
+        notes.append(f"{len(view.late)} record(s) dated before the saved state not used "
+                     "(`healthtwin glucose sync --rebuild` includes them)")  # fmt: skip
+    notes.append("nothing is written back and no twin state is saved by this request")
+    return view, notes
+
+
+def _readings_used(inputs: Any, view: Any) -> int:
+    """Glucose readings the twin has assimilated (saved state's and this view's)."""
+    keys = view.consumed | {i.key for i in view.readings}
+    return sum(1 for i in inputs.items if i.kind in ("cgm", "bg") and i.key in keys)
+
+
+def _view_hash(view: Any) -> str:
+    """The thread's documented input hash (thread.py) of the records this view read."""
+    from healthtwin.care.glucose.thread import thread_input_hash
+
+    return str(thread_input_hash(view.prev_hash,
+                                 [(i.rid, i.sha256) for i in view.used + view.pending]))  # fmt: skip
 
 
 @router.post("/{prefix}/{id}/glucose/forecast", response_model=GlucoseForecast)
@@ -359,60 +423,66 @@ def _minute_grid(
 async def glucose_forecast(
     prefix: Prefix, id: str, body: GlucoseForecastRequest, request: Request, ctx: Ctx
 ) -> GlucoseForecast:
-    """Glucose forecast with prediction intervals from the twin's CGM data (simulated)."""
-    from healthtwin.care.glucose.personalize import GlucoseEnKF
-    from healthtwin.models.physiology.bergman import MODEL_VERSION
+    """Glucose forecast with prediction intervals from the twin's record (simulated).
+
+    The glucose twin's thread (care/glucose/thread.py) reads CGM, insulin and carbohydrate
+    records, restores the saved twin state and filters the newer minutes; nothing is written
+    back. Recorded boluses, meals and basal changes after the last reading are used.
+    """
+    from healthtwin.care.glucose.thread import MODEL_NAME, MODEL_VERSION, future_inputs
 
     t = await _twin(request, f"{prefix}/{id}")
     _patient_twin(t)
-    gw = gateway_of(request)
-    readings = await gw.read(queries.glucose_series, t["subject"], None)
-    if len(readings) < 3:
-        raise HTTPException(
-            422, f"{t['twin_id']} has {len(readings)} glucose readings; a forecast needs >= 3"
-        )
-    y, last, used = _minute_grid(readings, body.hours_of_data)
-    ub = body.basal_u_h / 60.0
-    hmax = max(body.horizons_min)
     if not all(1 <= h <= 720 for h in body.horizons_min):
         raise HTTPException(422, "horizons_min must be within 1..720 min")
+    gw = gateway_of(request)
+    inputs, states = await gw.read(_glucose_record, t["twin_id"])
+    hmax = max(body.horizons_min)
 
-    def run() -> np.ndarray:
-        twin = GlucoseEnKF(seed=body.seed).fit(
-            y, np.full_like(y, ub), np.zeros_like(y), np.array([body.weight_kg]), np.array([ub])
-        )
-        s: np.ndarray = twin.forecast(hmax, np.full((1, hmax), ub), np.zeros((1, hmax)))
-        return s
+    def run() -> tuple[Any, list[str], np.ndarray]:
+        view, notes = _glucose_view(t["twin_id"], inputs, states, body.hours_of_data,
+                                    body.weight_kg, body.basal_u_h, body.seed)  # fmt: skip
+        if view is None:
+            raise ValueError(f"{t['twin_id']} has no glucose readings to forecast from")
+        fi, fc = future_inputs(view, hmax)
+        view.twin.rng_ = np.random.default_rng(body.seed)
+        s: np.ndarray = view.twin.forecast(hmax, fi, fc)[0]
+        return view, notes, s
 
     try:
-        s = await anyio.to_thread.run_sync(run, limiter=_SIM)
+        view, assumptions, s = await anyio.to_thread.run_sync(run, limiter=_SIM)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     qs = [(1 - body.level) / 2, 0.5, (1 + body.level) / 2]
     pts = []
     for h in sorted(set(body.horizons_min)):
-        lo, med, hi = np.quantile(s[0, :, h], qs)
+        lo, med, hi = np.quantile(s[:, h], qs)
         pts.append(ForecastPoint(horizon_min=h, median=float(med), low=float(lo), high=float(hi)))
-    ih = _input_hash(y, body.model_dump())
-    assumptions = [
-        "no meals or boluses in the record are used: insulin = basal_u_h, carbohydrate = 0",
-        f"body weight {body.weight_kg} kg and basal {body.basal_u_h} [IU]/h as given",
+    glucose = [i for i in view.readings] or [
+        i for i in inputs.items if i.kind in ("cgm", "bg") and i.key in view.consumed
     ]
+    last = max(i.time for i in glucose) if glucose else view.origin
+    fut = sum(1 for i in view.pending if i.kind in ("bolus", "carbs"))
+    assumptions.append(f"after the last reading: {fut} recorded bolus/meal record(s), basal as "
+                       "recorded, otherwise no carbohydrate")  # fmt: skip
+    ih = _view_hash(view)
     batch = await _journal_simulation(
         request,
         ctx,
         t,
         {
             "what": "glucose.forecast",
-            "model": "healthtwin-glucose-enkf",
+            "model": MODEL_NAME,
             "model_version": MODEL_VERSION,
             "seed": body.seed,
             "input_hash": ih,
+            "from_state": view.prev_hash,
+            "origin": view.origin.isoformat(),
             "request": body.model_dump(),
         },
     )
     return GlucoseForecast(
-        model="healthtwin-glucose-enkf",
+        model=MODEL_NAME,
         model_version=MODEL_VERSION,
         seed=body.seed,
         input_hash=ih,
@@ -421,7 +491,7 @@ async def glucose_forecast(
         twin_id=t["twin_id"],
         issued_at=datetime.now(UTC),
         last_reading_at=utc(last) or last,
-        readings_used=used,
+        readings_used=_readings_used(inputs, view),
         level=body.level,
         points=pts,
     )
@@ -439,45 +509,46 @@ async def glucose_forecast(
 async def glucose_whatif(
     prefix: Prefix, id: str, body: WhatIfRequest, request: Request, ctx: Ctx
 ) -> WhatIfResponse:
-    """What-if scenarios side by side from the personalised twin (simulated)."""
+    """What-if scenarios side by side from the twin's saved state (simulated).
+
+    Scenarios start at the twin's last reading (minutes from then); the twin is brought up to
+    it by the thread from its saved state and the newer records, as for the forecast.
+    """
     from healthtwin.care.glucose.personalize import GlucoseEnKF
+    from healthtwin.care.glucose.thread import MODEL_NAME, MODEL_VERSION
     from healthtwin.care.glucose.whatif import run_whatif
-    from healthtwin.models.physiology.bergman import MODEL_NAME, MODEL_VERSION
 
     t = await _twin(request, f"{prefix}/{id}")
     _patient_twin(t)
     gw = gateway_of(request)
-    readings = await gw.read(queries.glucose_series, t["subject"], None)
-    ub = body.basal_u_h / 60.0
+    inputs, states = await gw.read(_glucose_record, t["twin_id"])
     specs = [s.model_dump() for s in body.scenarios]
     for sp in specs:
         for k in ("meals", "boluses", "basal", "exercise"):
             sp[k] = [list(x) for x in sp[k]]
-    used = 0
-    assumptions = ["insulin and meals in the record are not used: basal only before now"]
-    if len(readings) >= 3:
-        y, _last, used = _minute_grid(readings, body.hours_of_data)
-    elif body.start_glucose is None:
-        raise HTTPException(
-            422, f"{t['twin_id']} has no CGM data to personalise from: give start_glucose (mg/dL)"
-        )
-    else:
-        y = None
-        assumptions.append(f"population prior, start glucose {body.start_glucose} mg/dL")
 
-    def run() -> list[Any]:
-        if y is not None:
-            tw = GlucoseEnKF(seed=body.seed).fit(
-                y, np.full_like(y, ub), np.zeros_like(y), np.array([body.weight_kg]), np.array([ub])
-            )
+    def run() -> tuple[Any, list[str], list[Any]]:
+        view, notes = _glucose_view(t["twin_id"], inputs, states, body.hours_of_data,
+                                    body.weight_kg, body.basal_u_h, body.seed)  # fmt: skip
+        if view is not None:
+            tw = view.twin
+            notes.append(f"scenarios start at the twin's last reading ({view.origin.isoformat()}"
+                         "); recorded future doses and meals are not added")  # fmt: skip
+        elif body.start_glucose is None:
+            raise ValueError(f"{t['twin_id']} has no CGM data to personalise from: give "
+                             "start_glucose (mg/dL)")  # fmt: skip
         else:
+            ub = body.basal_u_h / 60.0
             tw = GlucoseEnKF(seed=body.seed).start(
                 np.array([body.weight_kg]), np.array([ub]), np.array([body.start_glucose])
             )
-        return run_whatif(tw, specs, np.array([body.cr_g_per_u]))
+            notes.append(f"population prior, start glucose {body.start_glucose} mg/dL, "
+                         f"{body.weight_kg:g} kg, basal {body.basal_u_h:g} [IU]/h as given")  # fmt: skip
+        tw.rng_ = np.random.default_rng(body.seed)
+        return view, notes, run_whatif(tw, specs, np.array([body.cr_g_per_u]))
 
     try:
-        res = await anyio.to_thread.run_sync(run, limiter=_SIM)
+        view, assumptions, res = await anyio.to_thread.run_sync(run, limiter=_SIM)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     step = body.step_min
@@ -491,7 +562,9 @@ async def glucose_whatif(
         )
         for r in res
     ]
-    ih = _input_hash(y if y is not None else body.start_glucose, body.model_dump())
+    ih = (
+        _view_hash(view) if view is not None else _input_hash(body.start_glucose, body.model_dump())
+    )
     batch = await _journal_simulation(
         request,
         ctx,
@@ -502,7 +575,10 @@ async def glucose_whatif(
             "model_version": MODEL_VERSION,
             "seed": body.seed,
             "input_hash": ih,
+            "from_state": None if view is None else view.prev_hash,
+            "origin": None if view is None else view.origin.isoformat(),
             "scenarios": specs,
+            "request": body.model_dump(),
         },
     )
     return WhatIfResponse(
@@ -513,7 +589,7 @@ async def glucose_whatif(
         assumptions=assumptions,
         journal_batch=batch,
         twin_id=t["twin_id"],
-        personalised_from_readings=used,
+        personalised_from_readings=0 if view is None else _readings_used(inputs, view),
         results=results,
     )
 
@@ -555,7 +631,15 @@ async def facility_simulate(
     _facility_twin(t)
     sp = _spec(body.spec)
     if body.horizon_days is not None:
-        sp = sp.model_copy(update={"horizon": body.horizon_days * 1440.0})
+        horizon = body.horizon_days * 1440.0
+        if horizon <= sp.warmup:
+            raise HTTPException(
+                422,
+                f"horizon_days = {body.horizon_days:g} d ({horizon:g} min) is not longer than "
+                f"the warm-up of spec {body.spec!r} ({sp.warmup:g} min = "
+                f"{sp.warmup / 1440.0:g} d): give horizon_days > {sp.warmup / 1440.0:g}",
+            )
+        sp = sp.model_copy(update={"horizon": horizon})
 
     def run() -> Any:
         return summarise(run_replications(sp, body.replications, body.seed, 1))
