@@ -269,7 +269,21 @@ def main() -> None:
             f"acknowledged writes {len(acked)}, present in the store {present}; audit events {audits}"
         )
     else:
-        print(f"acknowledged writes {len(acked)} (count them in PostgreSQL: records.rid)")
+        from healthtwin.twin.store import open_store
+
+        pg = open_store(store)
+        try:
+            _, rows = pg.read_sql(
+                "SELECT count(DISTINCT rid) FROM records WHERE rid = ANY(%s)", [list(acked)]
+            )
+            present = int(rows[0][0])
+            _, rows = pg.read_sql("SELECT count(*) FROM journal WHERE kind = 'audit.access'")
+            audits = int(rows[0][0])
+        finally:
+            pg.close()
+        print(
+            f"acknowledged writes {len(acked)}, present in the store {present}; audit events {audits}"
+        )
     r, w, h = results["read"], results["write"], results["health"]
     print(
         f"ratio state-read/health {r['rate'] / h['rate']:.2f}, write/health {w['rate'] / h['rate']:.2f}; "

@@ -7,6 +7,7 @@ import contextlib
 import math
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -257,9 +258,13 @@ class StateCache:
                 self.invalidate(rec.rid)
         if any(st == "conditional" for r in records for _ref, _t, st in r.refs):
             # a conditional reference may move facts to another subject: drop everything
-            self._epoch += 1
-            self._cleared = self._epoch
-            self._data.clear()
+            self.clear()
+
+    def clear(self) -> None:
+        """Drop every entry (and refuse reads that began before now)."""
+        self._epoch += 1
+        self._cleared = self._epoch
+        self._data.clear()
 
 
 @dataclass
@@ -346,6 +351,63 @@ class Exports:
         self.jobs.pop(job.job_id, None)
 
 
+class CommitWatcher:
+    """Invalidates the state cache for commits made by other processes (PostgreSQL only).
+
+    A thread of its own listens on the store's commit channel (``PostgresStore.watch``, one
+    NOTIFY per committed batch) with its own connection, reads what changed
+    (``changes_since``) and hands each touched subject to the event loop. A change whose
+    subject is unknown (a record without one) clears the whole cache. Reads are fresh again
+    once the notification has arrived (milliseconds on one host).
+    """
+
+    def __init__(self, url: str, cache: StateCache) -> None:
+        self.url = url
+        self.cache = cache
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.notified = 0
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        from healthtwin.twin.store import open_store
+
+        store: Any = open_store(self.url)
+        rows = store.read_sql("SELECT coalesce(max(seq), 0) FROM journal")[1]
+        last = int(rows[0][0])
+
+        def run() -> None:
+            nonlocal last
+            try:
+                while not self._stop.is_set():
+                    for head in store.watch(timeout=0.5):
+                        if head <= last:
+                            continue
+                        changes = store.changes_since(last)
+                        last = max([head, *(int(c["seq"]) for c in changes)])
+                        self.notified += 1
+                        loop.call_soon_threadsafe(self._apply, changes)
+                        if self._stop.is_set():
+                            break
+            finally:
+                store.close()
+
+        self._thread = threading.Thread(target=run, name="healthtwin-commit-watch", daemon=True)
+        self._thread.start()
+
+    def _apply(self, changes: list[dict[str, Any]]) -> None:
+        for c in changes:
+            if c["kind"].startswith("record.") and c["subject"] is None and c["twin_id"] is None:
+                self.cache.clear()
+                return
+            for key in {c["subject"], c["twin_id"]} - {None}:
+                self.cache.invalidate(str(key))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
 class Services:
     """What the routes share beyond the store gateway."""
 
@@ -355,11 +417,15 @@ class Services:
         self.limiter = RateLimiter(settings.sim_rate, settings.sim_burst)
         self.feed = ChangeFeed()
         gateway.on_commit(self.feed.on_commit)
-        self.state_cache: StateCache | None = None
         self._preload: asyncio.Task[None] | None = None
-        if not settings.store.startswith(("postgresql://", "postgres://")):
-            self.state_cache = StateCache()
-            gateway.on_commit(self.state_cache.on_commit)
+        # The current-state cache: this process's commits invalidate it directly; on
+        # PostgreSQL, other processes' commits (more server workers, a CLI ingest) invalidate
+        # it through LISTEN/NOTIFY (``CommitWatcher``), within the notification's latency.
+        self.state_cache: StateCache | None = StateCache()
+        gateway.on_commit(self.state_cache.on_commit)
+        self._watcher: CommitWatcher | None = None
+        if settings.store.startswith(("postgresql://", "postgres://")):
+            self._watcher = CommitWatcher(settings.store, self.state_cache)
         self._tmp: str | None = None
         root = settings.export_dir
         if root is None:
@@ -369,12 +435,16 @@ class Services:
         self.started = datetime.now(UTC)
 
     async def start(self) -> None:
+        if self._watcher is not None:
+            self._watcher.start(asyncio.get_running_loop())
         if self.state_cache is not None and self.settings.state_preload > 0:
             self._preload = asyncio.create_task(
                 self.state_cache.fill(self.gateway, None, None, self.settings.state_preload)
             )
 
     async def stop(self) -> None:
+        if self._watcher is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._watcher.stop)
         if self._preload is not None:
             self._preload.cancel()
             with contextlib.suppress(BaseException):
