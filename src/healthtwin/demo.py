@@ -15,7 +15,8 @@
 
 Ctrl-C (or ``--duration S``) stops the stream and the server cleanly. ``--duration`` is the
 non-interactive smoke mode: at the end it checks that every acknowledged reading is in the
-twin and that the SSE stream delivered them, and exits non-zero otherwise.
+twin and that the SSE stream delivered them, and exits non-zero otherwise; ``--readings N``
+ends it after N acknowledged readings instead (``--duration`` is then the time limit).
 """
 
 from __future__ import annotations
@@ -144,6 +145,7 @@ def stream(
     acked: list[str],
     server: subprocess.Popen[bytes] | None = None,
     origin: datetime | None = None,
+    max_readings: int | None = None,
 ) -> None:
     """Post device records until ``stop`` (or the server exits); acknowledged CGM reading ids
     -> ``acked``. ``origin``: the demo's start, the same as the backfill's (demo_feed)."""
@@ -180,6 +182,9 @@ def stream(
                     f"  device reading {len(acked):4d}: {v:6.1f} mg/dL  -> {r.status_code}",
                     flush=True,
                 )
+                if max_readings is not None and len(acked) >= max_readings:
+                    stop.set()
+                    break
             else:
                 print(f"device stream: {r.status_code} {r.text[:200]}", file=sys.stderr)
 
@@ -191,6 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval", type=float, default=3.0, help="seconds between readings")
     ap.add_argument(
         "--duration", type=float, default=None, help="smoke mode: stop after S seconds and check"
+    )
+    ap.add_argument(
+        "--readings",
+        type=int,
+        default=None,
+        help="smoke mode: stop after N acknowledged readings (--duration is then the time limit)",
     )
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
@@ -260,7 +271,17 @@ def main(argv: list[str] | None = None) -> int:
             timer = threading.Timer(args.duration, stop.set)
             timer.daemon = True
             timer.start()
-        stream(url, dev, args.interval, args.seed, stop, acked, server, origin=now)
+        stream(
+            url,
+            dev,
+            args.interval,
+            args.seed,
+            stop,
+            acked,
+            server,
+            origin=now,
+            max_readings=args.readings,
+        )
     except KeyboardInterrupt:
         interrupted = True
         stop.set()
