@@ -60,6 +60,28 @@ def test_glucose_mmol_to_mg_dl_uses_molar_mass(mg_dl: float) -> None:
     assert mmol == pytest.approx(mg_dl * 10 / 180.156, rel=1e-12)
 
 
+@pytest.mark.parametrize("code", ["2339-0", "14745-4", "14743-9", "99504-3"])
+def test_glucose_codes_convert_mmol_to_mg_dl(code: str) -> None:
+    """Every glucose code the glucose twin reads has mg/dL as canonical unit (molar mass)."""
+    f, err = quantity_fact(
+        {"value": 5.5, "code": "mmol/L", "system": "http://unitsofmeasure.org"},
+        "http://loinc.org",
+        code,
+    )
+    assert err is None and f["unit_status"] == "converted" and f["unit_canonical"] == "mg/dL"
+    assert f["num_canonical"] == pytest.approx(5.5 * 180.156 / 10, rel=1e-12)
+
+
+def test_carbohydrate_intake_is_in_grams() -> None:
+    f, err = quantity_fact(
+        {"value": 0.06, "code": "kg", "system": "http://unitsofmeasure.org"},
+        "http://loinc.org",
+        "9059-7",
+    )
+    assert err is None and f["unit_canonical"] == "g"
+    assert f["num_canonical"] == pytest.approx(60.0)
+
+
 def test_units_are_flagged_never_guessed() -> None:
     ok, _ = quantity_fact(
         {"value": 5.5, "code": "mmol/L", "system": "http://unitsofmeasure.org"},

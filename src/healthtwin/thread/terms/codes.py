@@ -29,6 +29,10 @@ CANONICAL_UNITS: dict[str, str] = {
     "15074-8": "mg/dL",  # Glucose [Moles/volume] in Blood (converted via molar mass)
     "14749-6": "mg/dL",  # Glucose [Moles/volume] in Serum or Plasma
     "99504-3": "mg/dL",  # Glucose [Mass/volume] in Interstitial fluid (CGM)
+    "14745-4": "mg/dL",  # Glucose [Moles/volume] in Body fluid (CGM in mmol/L)
+    "14743-9": "mg/dL",  # Glucose [Moles/volume] in Capillary blood by Glucometer
+    # nutrition
+    "9059-7": "g",  # Carbohydrate intake Estimated
     # blood pressure
     "8480-6": "mm[Hg]",  # Systolic blood pressure
     "8462-4": "mm[Hg]",  # Diastolic blood pressure
@@ -54,7 +58,10 @@ CANONICAL_UNITS: dict[str, str] = {
 
 #: Molar masses (g/mol) for substance-amount <-> mass conversions, keyed by LOINC code.
 MOLAR_MASS_G_PER_MOL: dict[str, float] = {
-    **dict.fromkeys(["2339-0", "2345-7", "41653-7", "15074-8", "14749-6", "99504-3"], 180.156),
+    **dict.fromkeys(
+        ["2339-0", "2345-7", "41653-7", "15074-8", "14749-6", "99504-3", "14745-4", "14743-9"],
+        180.156,
+    ),
     **dict.fromkeys(["2093-3", "2085-9", "18262-6", "13457-7"], 386.65),  # cholesterol
     "2571-8": 885.7,  # triolein, the conventional triglyceride molar mass
     "2160-0": 113.12,  # creatinine
