@@ -1,8 +1,8 @@
 """Glucose twin benchmark: simglucose 0.2.11 vs healthtwin on the same patients and scenarios.
 
 Prints simulated patient-days per second at 1-min resolution for simglucose, for healthtwin's
-compiled kernel (numba, patients over ``--workers`` threads) and for its NumPy reference path
-(``--workers`` threads over patient chunks), interleaved in ``--rounds`` rounds, with the
+compiled kernel (numba, patients over ``--workers`` threads, and on one thread) and for its
+NumPy reference path (``--workers`` threads over patient chunks), interleaved in ``--rounds`` rounds, with the
 ratios, the load average, the first-call (JIT compile or cache load) time reported apart, the
 per-minute agreement with simglucose and between the two paths, and the time to assimilate
 one CGM value into 100,000 EnKF twins (propagation of one minute + update).
@@ -115,6 +115,8 @@ def main() -> None:
     sg_r: list[float] = []
     nb_r: list[float] = []
     nb_cpu: list[float] = []
+    nb1_r: list[float] = []
+    nb1_cpu: list[float] = []
     np_r: list[float] = []
     np_cpu: list[float] = []
     for r in range(a.rounds):
@@ -123,10 +125,16 @@ def main() -> None:
         w, c, _ = timed(lambda: run_numba(p, m2, i2))
         nb_r.append(p.n * minutes / 1440 / w)
         nb_cpu.append(p.n * minutes / 1440 / c)
+        kernels.set_threads(1)  # the same kernel on one thread: what one core does
+        w, c, _ = timed(lambda: run_numba(p, m2, i2))
+        kernels.set_threads(a.workers)
+        nb1_r.append(p.n * minutes / 1440 / w)
+        nb1_cpu.append(p.n * minutes / 1440 / c)
         w, c, _ = timed(lambda: run_numpy(pn, m2[:nn], i2[:nn], a.workers))
         np_r.append(nn * minutes / 1440 / w)
         np_cpu.append(nn * minutes / 1440 / c)
-        print(f"round {r + 1}: simglucose {sg_r[-1]:.3f}, numba {nb_r[-1]:.0f}, "
+        print(f"round {r + 1}: simglucose {sg_r[-1]:.3f}, numba {nb_r[-1]:.0f} "
+              f"(1 thread {nb1_r[-1]:.0f}), "
               f"numpy {np_r[-1]:.0f} patient-days/s; load {os.getloadavg()[0]:.2f}")  # fmt: skip
     ours_sg = run_numba(sg_p, meals, ins)
     agree_sg = float(np.max(np.abs(ours_sg - np.asarray(ref))))
@@ -142,6 +150,8 @@ def main() -> None:
     print(f"healthtwin numba, {a.workers} threads : {nb:10.0f} patient-days/s "
           f"(best {max(nb_r):.0f}; {p.n} patients x {a.days:g} d; median); "
           f"{med(nb_cpu):.0f} per CPU-second")  # fmt: skip
+    print(f"healthtwin numba, 1 thread  : {med(nb1_r):10.0f} patient-days/s "
+          f"(best {max(nb1_r):.0f}; median); {med(nb1_cpu):.0f} per CPU-second")  # fmt: skip
     print(f"healthtwin NumPy, {a.workers} threads : {npy:10.0f} patient-days/s "
           f"({nn} patients x {a.days:g} d; median); {med(np_cpu):.0f} per CPU-second")  # fmt: skip
     print(f"ratio numba / simglucose    : {nb / sg:10.0f}x")

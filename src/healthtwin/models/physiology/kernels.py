@@ -5,7 +5,7 @@ one array operation per term per RK4 stage) at 536–881 patient-days/s on 2 cor
 issue's target of 10,000: every term of every stage is a pass over memory, and a day of one
 patient is 5,760 right-hand-side evaluations. These kernels run the same classical RK4 scheme
 with the same per-minute input and meal bookkeeping, compiled: UVA/Padova patients in chunks
-of 8 advanced together (the chunk's lanes innermost, see ``_numba_kernels``), Bergman twins
+of 32 advanced together (the chunk's lanes innermost, SIMD, see ``_numba_kernels``), Bergman twins
 one per iteration with their states in registers, chunks / twins split over threads
 (``numba.prange``; ``set_threads``). The NumPy code in ``uva_padova.py`` and
 ``bergman.py`` stays the reference and the fallback; the tests hold the two to 1e-9 relative.
