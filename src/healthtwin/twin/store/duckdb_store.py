@@ -191,19 +191,19 @@ class DuckDBStore(Store):
         versions = res.versions
         if rids:
             if len(rids) <= _SMALL:
-                cur = con.execute(
+                found = con.execute(
                     "SELECT rid, version, content_sha256, deleted, recorded_at FROM records "
                     f"WHERE superseded_at IS NULL AND rid IN ({','.join('?' * len(rids))})",
                     rids,
                 )
             else:
                 con.register("_batch_rids", pa.table({"rid": pa.array(rids, pa.string())}))
-                cur = con.execute(
+                found = con.execute(
                     "SELECT r.rid, r.version, r.content_sha256, r.deleted, r.recorded_at "
                     "FROM records r JOIN _batch_rids b ON r.rid = b.rid "
                     "WHERE r.superseded_at IS NULL"
                 )
-            for rid, ver, sha, deleted, rec_at in cur.fetchall():
+            for rid, ver, sha, deleted, rec_at in found.fetchall():
                 current[rid] = (int(ver), str(sha), bool(deleted))
                 versions[rid] = (int(ver), rec_at, bool(deleted))
             if len(rids) > _SMALL:
