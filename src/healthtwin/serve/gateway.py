@@ -208,7 +208,14 @@ class StoreGateway:
             conflicts = set(versions(self.store, sorted(create_only)))
             records = [r for r in records if r.rid not in conflicts]
         res = self.store.write_batch(records, rejected, events, source=source)
-        vers = versions(self.store, sorted({r.rid for r in records})) if records else {}
+        vers: dict[str, tuple[int, datetime, bool]] = {}
+        if records:
+            rids = {r.rid for r in records}
+            # the store reports the versions it wrote (no second query); a store that does
+            # not (an empty ``versions``) is asked
+            vers = {rid: res.versions[rid] for rid in rids if rid in res.versions}
+            if not res.versions:
+                vers = versions(self.store, sorted(rids))
         return Written(res, vers, conflicts, records)
 
     async def aclose(self) -> None:

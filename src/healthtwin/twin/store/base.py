@@ -27,6 +27,10 @@ class BatchResult:
     twins_created: int = 0
     events: int = 0
     per_type: dict[str, int] = field(default_factory=dict)
+    # rid -> (version, recorded_at, deleted) current after the batch, for every rid in the
+    # batch's records that the store holds (unchanged ones included; a delete of an unknown
+    # rid is absent): what ``SELECT ... FROM records WHERE superseded_at IS NULL`` would say
+    versions: dict[str, tuple[int, datetime, bool]] = field(default_factory=dict)
 
 
 class StoreError(RuntimeError):

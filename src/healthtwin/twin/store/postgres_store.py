@@ -408,13 +408,15 @@ class PostgresStore(Store):
 
         rids = sorted({r.rid for r in records})
         current: dict[str, tuple[int, str, bool]] = {}
+        versions = res.versions
         if rids:
-            for rid, ver, sha, deleted in cur.execute(
-                "SELECT rid, version, content_sha256, deleted FROM records "
+            for rid, ver, sha, deleted, rec_at in cur.execute(
+                "SELECT rid, version, content_sha256, deleted, recorded_at FROM records "
                 "WHERE superseded_at IS NULL AND rid = ANY(%s)",
                 [rids],
             ).fetchall():
                 current[rid] = (int(ver), str(sha), bool(deleted))
+                versions[rid] = (int(ver), rec_at, bool(deleted))
         existing_twins: set[str] = set()
         twin_candidates = [r.rid for r in records if r.rtype in TWIN_KIND_OF_TYPE]
         if twin_candidates:
@@ -490,6 +492,7 @@ class PostgresStore(Store):
                 rec.subject,
             )
             current[rec.rid] = (version, rec.sha256, rec.deleted)
+            versions[rec.rid] = (version, now, rec.deleted)
             rec_rows.append(
                 [
                     rec.rid,
