@@ -255,8 +255,11 @@ def test_unknown_body_fields_are_422(client, token) -> None:
 
 def test_simulations_are_rate_limited_with_retry_after(client, token) -> None:
     tok = token("user/*.rs", role="clinician", sub="busy")
+    # no refill while the test runs, however slow the machine (the bucket's arithmetic with a
+    # clock is tested apart): burst 2, then 429
+    client.app.state.services.limiter.rate = 1e-3
     codes = []
-    for _ in range(4):  # burst 2 in the test settings
+    for _ in range(4):
         r = client.post(
             f"/twins/{PAT_A}/glucose/forecast", json={"horizons_min": [30]}, headers=auth(tok)
         )
@@ -290,3 +293,19 @@ def test_every_access_is_audited(client, token, store) -> None:
     denied = [e for e in evs if e["outcome"] == "denied" and e["who"] == "alice"]
     assert all(e["patient"] == PAT_A and e["reason"] for e in denied)
     assert store.verify().ok
+
+
+def test_rate_limiter_token_bucket_arithmetic() -> None:
+    """The bucket with an injected clock: burst, exact wait, refill, and per-key buckets."""
+    from healthtwin.serve.services import RateLimiter
+
+    lim = RateLimiter(rate=0.5, burst=2)  # one token every 2 s
+    key = ("alice", "simulate")
+    assert lim.take(key, now=0.0) == 0.0
+    assert lim.take(key, now=0.0) == 0.0
+    assert lim.take(key, now=0.0) == pytest.approx(2.0)  # empty: 1 token / 0.5 per s
+    assert lim.take(key, now=1.0) == pytest.approx(1.0)  # half a token refilled
+    assert lim.take(key, now=2.0) == 0.0
+    assert lim.take(("bob", "simulate"), now=2.0) == 0.0  # another principal, own bucket
+    assert lim.take(key, now=1000.0) == 0.0 and lim.take(key, now=1000.0) == 0.0  # capped at burst
+    assert lim.take(key, now=1000.0) > 0.0
