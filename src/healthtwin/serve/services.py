@@ -375,17 +375,23 @@ class CommitWatcher:
         rows = store.read_sql("SELECT coalesce(max(seq), 0) FROM journal")[1]
         last = int(rows[0][0])
 
-        def run() -> None:
+        def catch_up() -> None:
             nonlocal last
+            while changes := store.changes_since(last, limit=10_000):  # a big ingest: pages
+                last = max(int(c["seq"]) for c in changes)
+                self.notified += 1
+                loop.call_soon_threadsafe(self._apply, changes)
+
+        def run() -> None:
             try:
                 while not self._stop.is_set():
-                    for head in store.watch(timeout=0.5):
-                        if head <= last:
-                            continue
-                        changes = store.changes_since(last)
-                        last = max([head, *(int(c["seq"]) for c in changes)])
-                        self.notified += 1
-                        loop.call_soon_threadsafe(self._apply, changes)
+                    # listening from here on, then catch up: a commit made between two
+                    # listens is read by the catch-up, a later one is notified
+                    heads = store.watch(timeout=2.0)
+                    catch_up()
+                    for head in heads:
+                        if head > last:
+                            catch_up()
                         if self._stop.is_set():
                             break
             finally:
