@@ -532,15 +532,19 @@ async def facility_compare(
     """Scenario comparison for the facility page (operations.scenarios.compare; simulated)."""
     from healthtwin import __version__
     from healthtwin.operations.scenarios import compare, extra_staff
-    from healthtwin.operations.spec import SpecError, bundled_specs, load_spec
-    from healthtwin.serve.routes.twins import _SIM, _f, _input_hash, _journal_simulation
+    from healthtwin.operations.spec import SpecError
+    from healthtwin.serve.routes.twins import (
+        _SIM,
+        _f,
+        _facility_twin,
+        _input_hash,
+        _journal_simulation,
+        _spec,
+    )
 
     t = await _twin(request, f"{prefix}/{id}")
-    if t["kind"] != "facility":
-        raise HTTPException(422, f"{t['twin_id']} is a {t['kind']} twin, not a facility twin")
-    if body.spec not in bundled_specs():
-        raise HTTPException(422, f"spec {body.spec!r} is not one of {bundled_specs()}")
-    sp = load_spec(body.spec)
+    _facility_twin(t)
+    sp = _spec(body.spec)
     # days measured after the spec's warm-up (a horizon inside the warm-up measures nothing)
     sp = sp.model_copy(update={"horizon": sp.warmup + body.horizon_days * 1440.0})
     if body.station not in sp.stations:

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from healthtwin.twin.store.base import Store
+from healthtwin.twin.store.common import STATE_COLS
 
 #: LOINC codes the glucose twin reads (serum/plasma, blood, capillary, CGM interstitial)
 GLUCOSE_CODES = ("2339-0", "2345-7", "41653-7", "14749-6", "15074-8", "99504-3")
@@ -293,32 +294,6 @@ def glucose_series(
     )
     # canonical unit of every glucose code is mg/dL (thread/terms/codes.py); others skipped
     return [(eff, float(v)) for eff, v, unit in rows if unit == "mg/dL"]
-
-
-STATE_COLS = (
-    "system",
-    "code",
-    "display",
-    "kind",
-    "num",
-    "unit",
-    "num_canonical",
-    "unit_canonical",
-    "unit_status",
-    "value_code",
-    "text",
-    "mean",
-    "sd",
-    "quantiles",
-    "effective",
-    "effective_text",
-    "status",
-    "recorded_at",
-    "rid",
-    "version",
-    "fkey",
-    "seq",
-)
 
 
 def current_states(

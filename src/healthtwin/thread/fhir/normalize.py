@@ -28,7 +28,7 @@ ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 SUBJECT_KEYS = ("subject", "patient", "beneficiary")
 
 # Resource types whose entries carry an "effective" point for facts, in order of preference.
-_EFFECTIVE_KEYS = (
+EFFECTIVE_KEYS = (
     "effectiveDateTime",
     "effectiveInstant",
     "effectivePeriod",
@@ -205,7 +205,7 @@ def _status(obj: dict[str, Any]) -> str:
 
 
 def _effective(obj: dict[str, Any]) -> tuple[datetime | None, str | None]:
-    for key in _EFFECTIVE_KEYS:
+    for key in EFFECTIVE_KEYS:
         if key in obj:
             raw = obj[key]
             return parse_time(raw), raw if isinstance(raw, str) else (raw or {}).get("start")

@@ -22,6 +22,8 @@ from typing import Any
 
 import msgspec
 
+from healthtwin.thread.fhir.normalize import EFFECTIVE_KEYS
+
 # Top-level elements the fast path reads (validate.fast_check, normalize.facts_of,
 # normalize.subject_of, normalize.identifiers, ingest._rid): decoded to Python values.
 READ_KEYS: tuple[str, ...] = (
@@ -51,19 +53,7 @@ READ_KEYS: tuple[str, ...] = (
     "valuePeriod",
     "valueRatio",
     "valueSampledData",
-    "effectiveDateTime",
-    "effectiveInstant",
-    "effectivePeriod",
-    "occurrenceDateTime",
-    "onsetDateTime",
-    "onsetPeriod",
-    "performedDateTime",
-    "performedPeriod",
-    "authoredOn",
-    "dateAsserted",
-    "recordedDate",
-    "issued",
-    "date",
+    *EFFECTIVE_KEYS,
 )
 # Elements only checked for presence (validate.REQUIRED, choice types): kept as raw JSON.
 PRESENCE_KEYS: tuple[str, ...] = (

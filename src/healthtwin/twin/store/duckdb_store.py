@@ -32,6 +32,7 @@ from healthtwin.twin.store.base import BatchResult, Store, StoreError
 from healthtwin.twin.store.common import (
     FACT_COLS,
     SCHEMA_VERSION,
+    STATE_COLS,
     TWIN_KIND_OF_TYPE,
     naive,
     name_of,
@@ -650,30 +651,7 @@ class DuckDBStore(Store):
     ) -> list[dict[str, Any]]:
         t = self._resolve_twin(twin_id)
         at_, asof_ = _naive(at), _naive(as_of)
-        cols = [
-            "system",
-            "code",
-            "display",
-            "kind",
-            "num",
-            "unit",
-            "num_canonical",
-            "unit_canonical",
-            "unit_status",
-            "value_code",
-            "text",
-            "mean",
-            "sd",
-            "quantiles",
-            "effective",
-            "effective_text",
-            "status",
-            "recorded_at",
-            "rid",
-            "version",
-            "fkey",
-            "seq",
-        ]
+        cols = STATE_COLS
         sql = f"""
         SELECT {", ".join(cols)} FROM (
           SELECT *, row_number() OVER (PARTITION BY system, code
