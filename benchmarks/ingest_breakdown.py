@@ -1,7 +1,10 @@
 """Where an ingest's CPU time goes, phase by phase (single thread, best of 3 after a warm-up).
 
-Phases are timed around the real calls (reader, convert_records, DuckDBStore internals), so the
-figures add up to one whole ingest without the writer thread. CPU seconds (process time).
+Phases are timed around the real calls (reader, convert_records, duckdb_bulk.prepare, the
+pickling that carries a chunk from the reader process to the store, DuckDBStore.write_prepared),
+so the figures add up to one whole ingest run serially. In ``healthtwin ingest`` the phases up
+to the pickling run in the reader process and the rest in the store's process, on two cores.
+CPU seconds (process time).
 
     .venv/bin/python benchmarks/ingest_breakdown.py bundles   # ../shared Synthea Bundles
     .venv/bin/python benchmarks/ingest_breakdown.py ndjson    # ../shared Synthea Bulk NDJSON
@@ -12,6 +15,7 @@ from __future__ import annotations
 import collections
 import gc
 import os
+import pickle
 import sys
 import tempfile
 import time
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from healthtwin.thread.fhir import ingest, reader
+from healthtwin.twin.store import duckdb_bulk
 from healthtwin.twin.store import duckdb_store as ds
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,27 +53,33 @@ def main(which: str) -> None:
         ]
         t["reader: msgspec spans + fast-path view"] = pt() - c
         c = pt()
-        batches: list[tuple[list[Any], list[Any], str]] = [([], [], "")]
-        for rs, (name, _data) in zip(recs, datas, strict=True):
-            step = len(rs) if any(r.bundle for r in rs) else 5000
+        chunks: list[tuple[list[Any], list[Any]]] = []
+        for rs in recs:
+            step = len(rs) if any(r.bundle for r in rs) else 1000
             for i in range(0, len(rs), max(step, 1)):
-                acc, rej = ingest.convert_records(rs[i : i + step])
-                # grouped into transactions of about 5,000 records, as ingest_paths does
-                if batches[-1][0] and len(batches[-1][0]) + len(acc) > 5000:
-                    batches.append(([], [], name))
-                batches[-1][0].extend(acc)
-                batches[-1][1].extend(rej)
+                chunks.append(ingest.convert_records(rs[i : i + step]))
         t["validation + references + normalisation"] = pt() - c
+        c = pt()
+        prepared = [duckdb_bulk.prepare(a, r) for a, r in chunks]
+        t["prepare: Arrow columns (duckdb_bulk)"] = pt() - c
+        c = pt()
+        prepared = [
+            pickle.loads(pickle.dumps(p, protocol=pickle.HIGHEST_PROTOCOL)) for p in prepared
+        ]
+        t["to the store process: pickle + unpickle"] = pt() - c
+        # grouped into transactions of about 5,000 records, as ingest_paths does
+        batches: list[list[Any]] = [[]]
+        size = 0
+        for p in prepared:
+            if size and size + len(p) > 5000:
+                batches.append([])
+                size = 0
+            batches[-1].append(p)
+            size += len(p)
         c = pt()
         store = ds.DuckDBStore(Path(tempfile.mkdtemp()) / "b.duckdb")
         t["open store"] = pt() - c
-        insert, write = store._insert, store._write
-
-        def timed_insert(*a: Any, _f: Any = insert, _t: Any = t) -> Any:
-            c0 = pt()
-            out = _f(*a)
-            _t["_insert"] += pt() - c0
-            return out
+        write = duckdb_bulk.write
 
         def timed_write(*a: Any, _f: Any = write, _t: Any = t) -> Any:
             c0 = pt()
@@ -76,18 +87,18 @@ def main(which: str) -> None:
             _t["_write"] += pt() - c0
             return out
 
-        store._insert = timed_insert  # type: ignore[method-assign]
-        store._write = timed_write  # type: ignore[method-assign]
+        duckdb_bulk.write = timed_write  # type: ignore[assignment]
         c = pt()
-        for acc, rej, name in batches:
-            store.write_batch(acc, rej, source=name)
+        with duckdb_bulk.one_thread(store):
+            for b in batches:
+                store.write_prepared(b, source="bench")
         wb = pt() - c
+        duckdb_bulk.write = write  # type: ignore[assignment]
         c = pt()
         store.close()
         t["close (checkpoint)"] = pt() - c
-        t["store: journal chain + rows (Python)"] = t["_write"] - t["_insert"]
-        t["store: Arrow arrays + DuckDB INSERT"] = t.pop("_insert")
-        t["store: COMMIT (WAL, auto-checkpoints)"] = wb - t.pop("_write")
+        t["store: chain, columns, DuckDB INSERTs"] = t.pop("_write")
+        t["store: COMMIT (WAL, auto-checkpoints)"] = wb - t["store: chain, columns, DuckDB INSERTs"]
         t["total"] = sum(t.values())
         for k, v in t.items():
             best[k] = min(best.get(k, float("inf")), v)

@@ -12,6 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+# No per-example deadline: a deadline is a timed assertion, and a loaded 2-core machine (or a
+# first call that loads a parser) trips it without any defect. Speed lives in benchmarks/.
+settings.register_profile("healthtwin", deadline=None)
+settings.load_profile("healthtwin")
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

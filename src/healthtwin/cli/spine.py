@@ -105,16 +105,28 @@ def _emit(rows: Any, fmt: str, title: str | None = None, columns: list[str] | No
 @click.option("--strict", is_flag=True, help="Validate every resource with fhir.resources (R4B).")
 @click.option("--batch-size", default=5000, show_default=True, help="Records per transaction.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--reader-process/--no-reader-process",
+    default=None,
+    help="Read and convert in a second process while this one stores "
+    "[default: on for 1 MB of input or more on 2+ cores].",
+)
 @FORMAT
 def ingest(
-    paths: tuple[str, ...], store_path: str, strict: bool, batch_size: int, quiet: bool, fmt: str
+    paths: tuple[str, ...],
+    store_path: str,
+    strict: bool,
+    batch_size: int,
+    quiet: bool,
+    reader_process: bool | None,
+    fmt: str,
 ) -> None:
     """Ingest FHIR R4 Bundles / NDJSON from files, folders or '-' (stdin).
 
     Exits 1 when any record was quarantined (see `healthtwin quarantine`).
     """
     t0, c0 = time.perf_counter(), time.process_time()  # all of the ingest, store close included
-    from healthtwin.thread.fhir.ingest import ingest_paths
+    from healthtwin.thread.fhir.ingest import ReaderProcess, ingest_paths
     from healthtwin.thread.fhir.reader import expand_paths
 
     try:
@@ -122,7 +134,26 @@ def ingest(
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from exc
     total = sum(Path(f).stat().st_size for f in files if f != "-")
-    store = _open(store_path)
+    # Forked before the store is opened: the child converts while this process imports and
+    # opens the store (and nothing threaded is running yet when it forks).
+    if reader_process is None:
+        reader_process = ReaderProcess.wanted(files)
+    reader = (
+        ReaderProcess(
+            files,
+            strict=strict,
+            batch_size=batch_size,
+            prepare=not store_path.startswith(("postgresql:", "postgres:")),
+        )
+        if reader_process and "-" not in files
+        else None
+    )
+    try:
+        store = _open(store_path)
+    except BaseException:
+        if reader is not None:
+            reader.close()
+        raise
     show = not quiet and sys.stderr.isatty()
     with Progress(
         TextColumn("ingest"),
@@ -133,15 +164,20 @@ def ingest(
         disable=not show,
     ) as prog:
         task = prog.add_task("ingest", total=total or 1)
-        report = ingest_paths(
-            store,
-            files,
-            strict=strict,
-            batch_size=batch_size,
-            progress=lambda p, n: prog.update(
-                task, advance=Path(p).stat().st_size if p != "-" else 0
-            ),
-        )
+        try:
+            report = ingest_paths(
+                store,
+                files,
+                strict=strict,
+                batch_size=batch_size,
+                progress=lambda p, n: prog.update(
+                    task, advance=Path(p).stat().st_size if p != "-" else 0
+                ),
+                reader=reader,
+            )
+        finally:
+            if reader is not None:
+                reader.close()
     store.close()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     summary = {

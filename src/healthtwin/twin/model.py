@@ -5,7 +5,8 @@ Nothing here knows FHIR: the thread translates inbound records into these types.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import operator
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -103,3 +104,19 @@ class Rejected:
     raw: str
     line: int | None = None
     entry: int | None = None
+
+
+def _pickle_as_tuple(cls: type) -> None:
+    """Pickle ``cls`` (a slots dataclass) as (cls, field values): the default for slots
+    classes builds a dict of the slots per object, about twice the cost. Converted records
+    cross a process boundary during a parallel ingest (``thread.fhir.ingest``)."""
+    getter = operator.attrgetter(*(f.name for f in fields(cls)))
+
+    def __reduce__(self: Any) -> tuple[type, tuple[Any, ...]]:
+        return (cls, getter(self))
+
+    cls.__reduce__ = __reduce__  # type: ignore[assignment,method-assign]
+
+
+for _cls in (Fact, InboundRecord, Rejected):
+    _pickle_as_tuple(_cls)

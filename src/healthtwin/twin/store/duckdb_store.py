@@ -28,6 +28,8 @@ import pyarrow as pa
 
 from healthtwin.twin.journal import GENESIS, SEP, VerifyReport, verify_chain
 from healthtwin.twin.model import Event, InboundRecord, Rejected, SyncMode, TwinKind
+from healthtwin.twin.store.arrowcols import array as _array
+from healthtwin.twin.store.arrowcols import table as _table
 from healthtwin.twin.store.base import BatchResult, Store, StoreError
 from healthtwin.twin.store.common import (
     FACT_COLS,
@@ -177,6 +179,23 @@ class DuckDBStore(Store):
             self._head_hint = last  # only once committed
             return result
 
+    def write_prepared(self, chunks: Sequence[Any], *, source: str = "") -> BatchResult:
+        """Write chunks made by ``duckdb_bulk.prepare`` as one batch (bulk ingest): the
+        same rows and events as ``write_batch`` on their records."""
+        from healthtwin.twin.store import duckdb_bulk
+
+        with self._lock:
+            con = self.con
+            con.execute("BEGIN TRANSACTION")
+            try:
+                result, last = duckdb_bulk.write(self, chunks, source)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            self._head_hint = last
+            return result
+
     def _write(
         self,
         records: Sequence[InboundRecord],
@@ -202,7 +221,7 @@ class DuckDBStore(Store):
                     rids,
                 )
             else:
-                con.register("_batch_rids", pa.table({"rid": pa.array(rids, pa.string())}))
+                con.register("_batch_rids", _table({"rid": rids}))
                 found = con.execute(
                     "SELECT r.rid, r.version, r.content_sha256, r.deleted, r.recorded_at "
                     "FROM records r JOIN _batch_rids b ON r.rid = b.rid "
@@ -216,7 +235,7 @@ class DuckDBStore(Store):
         existing_twins: set[str] = set()
         twin_candidates = [r.rid for r in records if r.rtype in TWIN_KIND_OF_TYPE]
         if twin_candidates:
-            con.register("_tw", pa.table({"t": pa.array(twin_candidates, pa.string())}))
+            con.register("_tw", _table({"t": twin_candidates}))
             existing_twins = {
                 t
                 for (t,) in con.execute(
@@ -406,7 +425,7 @@ class DuckDBStore(Store):
         res.events = seq - last_seq
 
         if superseded:
-            con.register("_sup", pa.table({"rid": pa.array(superseded, pa.string())}))
+            con.register("_sup", _table({"rid": superseded}))
             con.execute(
                 "UPDATE records SET superseded_at = ? WHERE superseded_at IS NULL "
                 "AND rid IN (SELECT rid FROM _sup)",
@@ -426,7 +445,7 @@ class DuckDBStore(Store):
         self._insert("twins", twin_rows, 7)
         self._insert("quarantine", q_rows, 10)
         if dups:  # earlier versions written by this same batch are superseded by the last one
-            con.register("_dup", pa.table({"rid": pa.array(sorted(set(dups)), pa.string())}))
+            con.register("_dup", _table({"rid": sorted(set(dups))}))
             for table in ("records", "facts"):
                 con.execute(
                     f"UPDATE {table} SET superseded_at = ? WHERE superseded_at IS NULL "
@@ -474,9 +493,9 @@ class DuckDBStore(Store):
             schema = pa.schema([(r[0], _ARROW_TYPES[str(r[1])]) for r in desc])
             self._schemas[table] = schema
         assert len(schema) == ncols, (table, schema)
+        # built from buffers: ``pa.array`` on lists would import pandas (arrowcols docstring)
         columns = [
-            pa.array(values, type=schema.field(i).type)
-            for i, values in enumerate(zip(*rows, strict=True))
+            _array(values, schema.field(i).type) for i, values in enumerate(zip(*rows, strict=True))
         ]
         self.con.from_arrow(pa.Table.from_arrays(columns, schema=schema)).insert_into(table)
 
@@ -506,9 +525,9 @@ class DuckDBStore(Store):
             return
         con.register(
             "_cond",
-            pa.table(
+            _table(
                 {
-                    name: pa.array([p[i] for p in parsed], pa.string())
+                    name: [p[i] for p in parsed]
                     for i, name in enumerate(["ref", "pat", "sys", "val"])
                 }
             ),

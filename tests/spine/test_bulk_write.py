@@ -1,0 +1,142 @@
+"""The bulk path (duckdb_bulk: prepared Arrow chunks, optionally from a reader process) writes
+the same store as ``write_batch`` on the same records: the oracle is the per-record path.
+
+Every table is compared row for row, apart from what is random by design (event ids, batch
+ids, and the hashes that cover them); the journals are compared event by event and both
+chains must verify.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import Clock, glucose, ndjson, patient
+
+from healthtwin.thread.fhir import ingest
+from healthtwin.thread.fhir.reader import expand_paths
+from healthtwin.twin.store.duckdb_store import DuckDBStore
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fhir"
+
+_TABLES = {
+    "records": "rid, version, rtype, content_sha256, raw, subject, seq, recorded_at, "
+    "superseded_at, deleted, validation, source, locator",
+    "facts": "*",
+    "refs": "*",
+    "identifiers": "*",
+    "twins": "*",
+    "quarantine": "qid, recorded_at, source, locator, line, entry, reason, raw, seq",
+    "journal": "seq, recorded_at, kind, twin_id, subject, payload, provenance",
+    "batches": "source, recorded_at, created, updated, deleted, unchanged, quarantined, "
+    "first_seq, last_seq",
+}
+
+
+def _dump(store: DuckDBStore) -> dict[str, list[tuple[object, ...]]]:
+    out = {}
+    for table, cols in _TABLES.items():
+        rows = store.con.execute(f"SELECT {cols} FROM {table}").fetchall()
+        out[table] = sorted(rows, key=repr)
+    return out
+
+
+def _inputs(tmp_path: Path) -> list[list[str]]:
+    """Three ingests: new data (with broken records), then updates, duplicates within one
+    batch, an unchanged resource and a deletion, then the same again (all unchanged)."""
+    first = tmp_path / "first.ndjson"
+    first.write_text(
+        ndjson(patient("p1"), glucose("g1", 100), glucose("g2", 5.5, unit="mmol/L"))
+        + "{not json\n"
+        + json.dumps({"resourceType": "Observation", "id": "bad"})
+        + "\n"
+    )
+    second = tmp_path / "second.ndjson"
+    second.write_text(
+        ndjson(
+            patient("p1", family="Roe"),  # updated
+            glucose("g1", 100),  # unchanged
+            glucose("g3", 120),
+            glucose("g3", 121),  # two versions in one batch
+        )
+    )
+    delete = tmp_path / "delete.json"
+    delete.write_text(
+        json.dumps(
+            {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [{"request": {"method": "DELETE", "url": "Observation/g2"}}],
+            }
+        )
+    )
+    bulk = [str(p) for p in sorted((FIXTURES / "bulk").glob("*.ndjson"))]
+    r4 = [str(p) for p in sorted((FIXTURES / "r4").glob("*.json"))]
+    return [[str(first), *bulk, *r4], [str(second), str(delete)], [str(second), *bulk]]
+
+
+class _PerRecord(DuckDBStore):
+    """The DuckDB store without the bulk path: ``ingest_paths`` then uses write_batch."""
+
+    write_prepared = None  # type: ignore[assignment]
+
+
+def test_bulk_path_writes_what_write_batch_writes(tmp_path: Path) -> None:
+    oracle = _PerRecord(tmp_path / "oracle.duckdb", clock=Clock())
+    assert not callable(getattr(oracle, "write_prepared", None))
+    oracle.close()
+    stores = {}
+    for mode in ("per-record", "bulk", "reader-process"):
+        store = (
+            _PerRecord(tmp_path / f"{mode}.duckdb", clock=Clock())
+            if mode == "per-record"
+            else DuckDBStore(tmp_path / f"{mode}.duckdb", clock=Clock())
+        )
+        for paths in _inputs(tmp_path):
+            store._clock.tick(minutes=1)  # type: ignore[attr-defined]
+            files = expand_paths(paths)
+            if mode == "reader-process":
+                with ingest.ReaderProcess(files, batch_size=3) as reader:
+                    ingest.ingest_paths(store, files, batch_size=3, reader=reader)
+            else:
+                ingest.ingest_paths(store, files, batch_size=3)
+        assert store.verify().ok, mode
+        stores[mode] = _dump(store)
+        store.close()
+    want = stores["per-record"]
+    assert want["records"] and want["facts"] and want["quarantine"] and want["refs"]
+    assert any(r[9] for r in want["records"]), "a deletion is among the cases"
+    assert any(r[1] == 3 for r in want["records"]), "a third version is among the cases"
+    for mode in ("bulk", "reader-process"):
+        for table in _TABLES:
+            assert stores[mode][table] == want[table], (mode, table)
+
+
+def test_reader_process_failure_is_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception in the reader process is raised in the parent with its traceback."""
+
+    def boom(*a: object, **kw: object) -> None:
+        raise RuntimeError("boom in the reader")
+
+    monkeypatch.setattr(ingest, "_convert_input", boom)  # inherited by the forked child
+    store = DuckDBStore(tmp_path / "s.duckdb")
+    files = expand_paths([str(FIXTURES / "bulk")])
+    with ingest.ReaderProcess(files) as reader, pytest.raises(RuntimeError, match="boom"):
+        ingest.ingest_paths(store, files, reader=reader)
+    assert store.stats()["versions"] == 0
+
+
+def test_reader_process_killed_is_an_error(tmp_path: Path) -> None:
+    """A child that dies mid-way is an error in the parent, never a silently short ingest."""
+    big = tmp_path / "big.ndjson"
+    big.write_text(ndjson(patient("p1"), *(glucose(f"g{i}", 100 + i % 50) for i in range(4000))))
+    store = DuckDBStore(tmp_path / "s.duckdb")
+    files = [str(big)]
+    reader = ingest.ReaderProcess(files)  # more than a pipe's buffer: it blocks in send
+    reader._proc.kill()
+    reader._proc.join()
+    with pytest.raises(RuntimeError, match="reader process"):
+        ingest.ingest_paths(store, files, reader=reader)
+    reader.close()
+    assert store.stats()["versions"] == 0  # one 5,000-record batch: nothing half-written
