@@ -87,7 +87,7 @@ def test_bulk_path_writes_what_write_batch_writes(tmp_path: Path) -> None:
     assert not callable(getattr(oracle, "write_prepared", None))
     oracle.close()
     stores = {}
-    for mode in ("per-record", "bulk", "reader-process"):
+    for mode in ("per-record", "bulk", "reader-1", "reader-3"):
         store = (
             _PerRecord(tmp_path / f"{mode}.duckdb", clock=Clock())
             if mode == "per-record"
@@ -96,8 +96,9 @@ def test_bulk_path_writes_what_write_batch_writes(tmp_path: Path) -> None:
         for paths in _inputs(tmp_path):
             store._clock.tick(minutes=1)  # type: ignore[attr-defined]
             files = expand_paths(paths)
-            if mode == "reader-process":
-                with ingest.ReaderProcess(files, batch_size=3) as reader:
+            if mode.startswith("reader-"):
+                workers = int(mode.split("-")[1])
+                with ingest.ReaderProcess(files, batch_size=3, workers=workers) as reader:
                     ingest.ingest_paths(store, files, batch_size=3, reader=reader)
             else:
                 ingest.ingest_paths(store, files, batch_size=3)
@@ -108,7 +109,7 @@ def test_bulk_path_writes_what_write_batch_writes(tmp_path: Path) -> None:
     assert want["records"] and want["facts"] and want["quarantine"] and want["refs"]
     assert any(r[9] for r in want["records"]), "a deletion is among the cases"
     assert any(r[1] == 3 for r in want["records"]), "a third version is among the cases"
-    for mode in ("bulk", "reader-process"):
+    for mode in ("bulk", "reader-1", "reader-3"):
         for table in _TABLES:
             assert stores[mode][table] == want[table], (mode, table)
 
@@ -134,8 +135,9 @@ def test_reader_process_killed_is_an_error(tmp_path: Path) -> None:
     store = DuckDBStore(tmp_path / "s.duckdb")
     files = [str(big)]
     reader = ingest.ReaderProcess(files)  # more than a pipe's buffer: it blocks in send
-    reader._proc.kill()
-    reader._proc.join()
+    for w in reader._workers:
+        w.proc.kill()
+        w.proc.join()
     with pytest.raises(RuntimeError, match="reader process"):
         ingest.ingest_paths(store, files, reader=reader)
     reader.close()

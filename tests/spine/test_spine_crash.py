@@ -15,6 +15,20 @@ from helpers import glucose, patient
 from healthtwin.twin.store.duckdb_store import DuckDBStore
 
 
+def _running_on(store: object) -> list[str]:
+    """Processes whose command line names ``store`` (the ingest and its readers)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if str(store).encode() in f.read():
+                        out.append(pid)
+            except OSError:
+                continue
+    return out
+
+
 @pytest.mark.slow
 def test_kill_9_mid_ingest_leaves_whole_batches(tmp_path) -> None:
     data = tmp_path / "big.ndjson"
@@ -46,6 +60,11 @@ def test_kill_9_mid_ingest_leaves_whole_batches(tmp_path) -> None:
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    if sys.platform.startswith("linux"):  # its reader processes die with it (PDEATHSIG)
+        deadline = time.time() + 10
+        while _running_on(store) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not _running_on(store)
     s = DuckDBStore(store)
     batches = s.con.execute("SELECT batch_id, created FROM batches").fetchall()
     n_records = s.con.execute("SELECT count(*) FROM records").fetchall()[0][0]

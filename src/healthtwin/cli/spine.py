@@ -106,10 +106,11 @@ def _emit(rows: Any, fmt: str, title: str | None = None, columns: list[str] | No
 @click.option("--batch-size", default=5000, show_default=True, help="Records per transaction.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option(
-    "--reader-process/--no-reader-process",
+    "--readers",
+    type=click.IntRange(min=0),
     default=None,
-    help="Read and convert in a second process while this one stores "
-    "[default: on for 1 MB of input or more on 2+ cores].",
+    help="Processes that read and convert while this one stores; 0: all in this process "
+    "[default: one per core for 1 MB of input or more, else 0].",
 )
 @FORMAT
 def ingest(
@@ -118,7 +119,7 @@ def ingest(
     strict: bool,
     batch_size: int,
     quiet: bool,
-    reader_process: bool | None,
+    readers: int | None,
     fmt: str,
 ) -> None:
     """Ingest FHIR R4 Bundles / NDJSON from files, folders or '-' (stdin).
@@ -136,16 +137,17 @@ def ingest(
     total = sum(Path(f).stat().st_size for f in files if f != "-")
     # Forked before the store is opened: the child converts while this process imports and
     # opens the store (and nothing threaded is running yet when it forks).
-    if reader_process is None:
-        reader_process = ReaderProcess.wanted(files)
+    if readers is None:
+        readers = ReaderProcess.default_workers(files) if ReaderProcess.wanted(files) else 0
     reader = (
         ReaderProcess(
             files,
             strict=strict,
             batch_size=batch_size,
             prepare=not store_path.startswith(("postgresql:", "postgres:")),
+            workers=readers,
         )
-        if reader_process and "-" not in files
+        if readers and files and "-" not in files
         else None
     )
     try:

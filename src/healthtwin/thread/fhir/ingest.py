@@ -9,6 +9,7 @@ to the quarantine with its file, line or entry and the reason. One file (or up t
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import hashlib
 import itertools
@@ -17,6 +18,7 @@ import os
 import pickle
 import queue
 import re
+import signal
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -298,8 +300,9 @@ def _local_inputs(
         )
 
 
-# Chunks in flight between the reader process and the store (bounds the memory they hold).
+# Chunks in flight between a reader process and the store (bounds the memory they hold).
 _IN_FLIGHT = 3
+_PARENT = [0]  # in a reader process: the pid of the store's process
 
 
 def _send_chunk(conn: Any, slots: Any, chunk: Any, skipped: list[str]) -> None:
@@ -315,7 +318,7 @@ def _send_chunk(conn: Any, slots: Any, chunk: Any, skipped: list[str]) -> None:
     if not hasattr(os, "memfd_create"):
         conn.send(("chunk", chunk, skipped))
         return
-    slots.acquire()  # released by the parent once it has read a chunk
+    _acquire(slots, _PARENT[0])  # released by the parent once it has read a chunk
     fd = os.memfd_create("healthtwin-ingest-chunk", os.MFD_CLOEXEC)
     try:
         view = memoryview(data)
@@ -327,12 +330,33 @@ def _send_chunk(conn: Any, slots: Any, chunk: Any, skipped: list[str]) -> None:
         os.close(fd)
 
 
+def _die_with_parent() -> None:
+    """Have the kernel kill this process when its parent dies (Linux ``PR_SET_PDEATHSIG``):
+    a reader blocked on a full socket would otherwise outlive an ingest killed with -9."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the slot wait below still times out
+        return
+    if os.getppid() == 1:  # the parent died before the call
+        os._exit(1)
+
+
+def _acquire(slots: Any, parent: int) -> None:
+    """Wait for a free slot, giving up if the parent is gone (no PR_SET_PDEATHSIG)."""
+    while not slots.acquire(timeout=1.0):
+        if os.getppid() != parent:
+            os._exit(1)
+
+
 def _reader_main(
     conn: Any, slots: Any, paths: list[str], strict: bool, batch_size: int, prepare: bool
 ) -> None:
     """The reader process: every input's chunks, in order, to ``conn``; with ``prepare``,
     each chunk already as the DuckDB store's columns (``duckdb_bulk.prepare``)."""
     gc.disable()  # as in ingest_paths: what is made here is freed by reference counting
+    _PARENT[0] = os.getppid()
+    _die_with_parent()
     send = conn.send
     try:
         if prepare:
@@ -353,65 +377,40 @@ def _reader_main(
         conn.close()
 
 
-class ReaderProcess:
-    """Reads and converts the inputs in a forked child process, so that the store's work
-    (journal chain, inserts, commits) and the parsing run on two cores at once.
+class _Worker:
+    """One reader process and its end of the socket pair."""
 
-    Start it before the store is opened (the child then starts converting while the parent
-    imports and opens the store), pass it to :func:`ingest_paths`, and close it (or use it
-    as a context manager). The results are exactly those of the serial path: the same
-    chunks in the same order, so the same transactions and journal.
-    """
-
-    def __init__(
-        self,
-        paths: list[str],
-        *,
-        strict: bool = False,
-        batch_size: int = 5000,
-        prepare: bool = True,
-    ):
-        ctx = multiprocessing.get_context("fork")
-        self.paths = list(paths)
-        self.prepare = prepare  # chunks come as duckdb_bulk.Prepared (for a DuckDB store)
-        self._conn, child = ctx.Pipe(duplex=True)  # a socket pair: it can pass descriptors
-        self._slots = ctx.BoundedSemaphore(_IN_FLIGHT)
-        self._proc = ctx.Process(
+    def __init__(self, ctx: Any, paths: list[str], strict: bool, batch_size: int, prepare: bool):
+        self.conn, child = ctx.Pipe(duplex=True)  # a socket pair: it can pass descriptors
+        self.slots = ctx.BoundedSemaphore(_IN_FLIGHT)
+        self.proc = ctx.Process(
             target=_reader_main,
-            args=(child, self._slots, self.paths, strict, batch_size, prepare),
+            args=(child, self.slots, paths, strict, batch_size, prepare),
             name="healthtwin-ingest-reader",
             daemon=True,
         )
-        self._proc.start()
+        self.proc.start()
         child.close()
 
-    @staticmethod
-    def wanted(paths: list[str]) -> bool:
-        """Whether a reader process is worth it: 2+ cores, files only, 1 MB of input or more."""
-        if (os.cpu_count() or 1) < 2 or "-" in paths:
-            return False
-        return sum(os.path.getsize(p) for p in paths) >= _PARALLEL_MIN_BYTES
+    def _died(self) -> RuntimeError:
+        self.proc.join()
+        return RuntimeError(
+            f"the ingest reader process ended unexpectedly (exit code {self.proc.exitcode})"
+        )
 
-    def _recv(self) -> tuple[Any, ...]:
+    def recv(self) -> tuple[Any, ...]:
         try:
-            msg: tuple[Any, ...] = self._conn.recv()
+            msg: tuple[Any, ...] = self.conn.recv()
         except EOFError:
-            self._proc.join()
-            raise RuntimeError(
-                f"the ingest reader process ended unexpectedly (exit code {self._proc.exitcode})"
-            ) from None
+            raise self._died() from None
         if msg[0] == "crash":
             raise RuntimeError(f"the ingest reader process failed:\n{msg[1]}")
         if msg[0] == "chunk-fd":
             _, size, skipped = msg
             try:
-                fd = reduction.recv_handle(self._conn)
+                fd = reduction.recv_handle(self.conn)
             except (EOFError, OSError):
-                self._proc.join()
-                raise RuntimeError(
-                    "the ingest reader process ended unexpectedly "
-                    f"(exit code {self._proc.exitcode})"
-                ) from None
+                raise self._died() from None
             try:
                 data = bytearray(size)
                 view, got = memoryview(data), 0
@@ -422,30 +421,104 @@ class ReaderProcess:
                     got += n
             finally:
                 os.close(fd)
-                self._slots.release()
+                self.slots.release()
             return ("chunk", pickle.loads(data), skipped)
         return msg
 
-    def inputs(self, skipped: list[str]) -> Iterator[_Input]:
-        """The inputs as the child sends them; each one's chunks must be read before the next."""
-        while True:
-            msg = self._recv()
-            if msg[0] == "done":
-                return
-            _, path, source, size, error = msg
-            yield _Input(path, source, size, () if error else self._chunks(skipped), error)
+    def close(self) -> None:
+        if self.proc.is_alive():
+            self.proc.terminate()
+        self.proc.join()
+        self.conn.close()
 
-    def _chunks(self, skipped: list[str]) -> Iterator[Any]:
-        while (msg := self._recv())[0] != "end":
+
+def _assign(paths: list[str], workers: int) -> list[int]:
+    """The worker of each input: largest inputs first, each to the least loaded worker (by
+    bytes), so that the workers finish together."""
+    sizes = [os.path.getsize(p) for p in paths]
+    load = [0] * workers
+    owner = [0] * len(paths)
+    for i in sorted(range(len(paths)), key=lambda i: -sizes[i]):
+        w = min(range(workers), key=load.__getitem__)
+        owner[i] = w
+        load[w] += sizes[i]
+    return owner
+
+
+class ReaderProcess:
+    """Reads and converts the inputs in forked child processes, so that the store's work
+    (journal chain, inserts, commits) and the parsing run on all cores at once.
+
+    Each of ``workers`` children converts its share of the inputs (balanced by size), in
+    order; the parent takes the inputs in the original order, so the results are exactly
+    those of the serial path: the same chunks in the same order, the same transactions and
+    journal. Start it before the store is opened (the children then start converting while
+    the parent imports and opens the store), pass it to :func:`ingest_paths`, and close it
+    (or use it as a context manager).
+    """
+
+    def __init__(
+        self,
+        paths: list[str],
+        *,
+        strict: bool = False,
+        batch_size: int = 5000,
+        prepare: bool = True,
+        workers: int | None = None,
+    ):
+        ctx = multiprocessing.get_context("fork")
+        self.paths = list(paths)
+        self.prepare = prepare  # chunks come as duckdb_bulk.Prepared (for a DuckDB store)
+        n = workers if workers is not None else self.default_workers(self.paths)
+        n = max(1, min(n, len(self.paths)))
+        self._owner = _assign(self.paths, n)
+        self._workers = [
+            _Worker(
+                ctx,
+                [p for p, o in zip(self.paths, self._owner, strict=True) if o == w],
+                strict,
+                batch_size,
+                prepare,
+            )
+            for w in range(n)
+        ]
+
+    @staticmethod
+    def default_workers(paths: list[str]) -> int:
+        """Reader processes for an ingest: as many as the cores (the store's process shares
+        them: it waits while the readers work, and they wait while it commits)."""
+        return max(1, min(os.cpu_count() or 1, len(paths)))
+
+    @staticmethod
+    def wanted(paths: list[str]) -> bool:
+        """Whether a reader process is worth it: 2+ cores, files only, 1 MB of input or more."""
+        if (os.cpu_count() or 1) < 2 or "-" in paths:
+            return False
+        return sum(os.path.getsize(p) for p in paths) >= _PARALLEL_MIN_BYTES
+
+    def inputs(self, skipped: list[str]) -> Iterator[_Input]:
+        """The inputs in order; each one's chunks must be read before the next."""
+        for i, path in enumerate(self.paths):
+            w = self._workers[self._owner[i]]
+            msg = w.recv()
+            if msg[0] != "input" or msg[1] != path:
+                raise RuntimeError(f"the ingest reader process sent {msg[0]!r} for {path}")
+            _, path, source, size, error = msg
+            yield _Input(path, source, size, () if error else self._chunks(w, skipped), error)
+        for w in self._workers:
+            if w.recv()[0] != "done":
+                raise RuntimeError("the ingest reader process sent more than it was asked for")
+
+    @staticmethod
+    def _chunks(w: _Worker, skipped: list[str]) -> Iterator[Any]:
+        while (msg := w.recv())[0] != "end":
             skipped.extend(msg[2])
             yield msg[1]
 
     def close(self) -> None:
-        """Stop the child (if it is still running) and release the pipe."""
-        if self._proc.is_alive():
-            self._proc.terminate()
-        self._proc.join()
-        self._conn.close()
+        """Stop the children (those still running) and release the sockets."""
+        for w in self._workers:
+            w.close()
 
     def __enter__(self) -> ReaderProcess:
         return self
@@ -473,12 +546,13 @@ def ingest_paths(
     With ``reader`` (a :class:`ReaderProcess` started on the same paths), reading and
     conversion happen in that process instead of this one.
     """
+    files = expand_paths(list(paths))
     report = IngestReport()
     # A store that takes prepared chunks (DuckDB) gets them: the store-independent columns
     # are built as each chunk is read (in the reader process, when there is one).
     takes_prepared = callable(getattr(store, "write_prepared", None))
-    bulk = reader.prepare if reader is not None else takes_prepared
-    if bulk and not takes_prepared:
+    bulk = takes_prepared
+    if reader is not None and reader.prepare and not takes_prepared:
         raise ValueError("the reader process prepares DuckDB chunks; this store cannot take them")
     prep: Callable[..., Any] | None = None
     if bulk and (reader is None or not reader.prepare):
@@ -490,14 +564,12 @@ def ingest_paths(
     # collector is paused for the ingest and restored after it.
     gc_was_enabled = gc.isenabled()
     gc.disable()
-    threads: Any = contextlib.nullcontext()
-    if reader is not None and bulk:
-        from healthtwin.twin.store.duckdb_bulk import one_thread
-
-        threads = one_thread(store)  # type: ignore[arg-type]  # a DuckDB store (bulk)
+    modes = contextlib.ExitStack()
     try:
-        threads.__enter__()
-        files = expand_paths(list(paths))
+        if bulk and reader is not None:
+            from healthtwin.twin.store import duckdb_bulk
+
+            modes.enter_context(duckdb_bulk.one_thread(store))  # type: ignore[arg-type]
         if reader is not None:
             if reader.paths != files:
                 raise ValueError("the reader process was started on other inputs")
@@ -531,9 +603,11 @@ def ingest_paths(
             if batch.writer is not None:
                 batch.writer.close()
         finally:
-            threads.__exit__(None, None, None)
-            if gc_was_enabled:
-                gc.enable()
+            try:
+                modes.close()
+            finally:
+                if gc_was_enabled:
+                    gc.enable()
     return report
 
 
