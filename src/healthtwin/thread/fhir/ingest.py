@@ -301,7 +301,7 @@ def _local_inputs(
 
 
 # Chunks in flight between a reader process and the store (bounds the memory they hold).
-_IN_FLIGHT = 3
+_IN_FLIGHT = 8
 _PARENT = [0]  # in a reader process: the pid of the store's process
 
 
