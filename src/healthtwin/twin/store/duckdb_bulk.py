@@ -399,7 +399,9 @@ def write(store: DuckDBStore, chunks: Sequence[Prepared], source: str) -> tuple[
             seq,
         ],
     )
-    store._resolve_pending()
+    # Conditional references can only resolve when new ones or new identifiers arrive.
+    if conditional or any(m[9] for m, k in zip(meta, keep.tolist(), strict=True) if k):
+        store._resolve_pending()
     return res, seq
 
 
@@ -486,12 +488,16 @@ def _insert_prepared(
         con.from_arrow(pa.Table.from_arrays(arrays, names=_names(store, name))).insert_into(name)
 
 
+_NAMES: dict[str, list[str]] = {}
+
+
 def _names(store: DuckDBStore, table: str) -> list[str]:
-    schema = store._schemas.get(table)
-    if schema is None:
+    """The table's column names (the same in every store of this schema version)."""
+    names = _NAMES.get(table)
+    if names is None:
         desc = store.con.execute(f"DESCRIBE {table}").fetchall()
-        return [str(r[0]) for r in desc]
-    return list(schema.names)
+        names = _NAMES[table] = [str(r[0]) for r in desc]
+    return names
 
 
 def _uuid_hex(n: int) -> list[str]:
