@@ -142,3 +142,29 @@ def test_reader_process_killed_is_an_error(tmp_path: Path) -> None:
         ingest.ingest_paths(store, files, reader=reader)
     reader.close()
     assert store.stats()["versions"] == 0  # one 5,000-record batch: nothing half-written
+
+
+def test_cli_readers_option(tmp_path: Path) -> None:
+    """`healthtwin ingest --readers 2` (reader processes) reports and stores what `--readers 0`
+    does."""
+    import subprocess
+    import sys
+
+    out = {}
+    for n in (0, 2):
+        store = tmp_path / f"r{n}.duckdb"
+        cmd = [sys.executable, "-m", "healthtwin", "ingest", str(FIXTURES / "bulk")]
+        cmd += [str(FIXTURES / "r4"), "--store", str(store), "--readers", str(n)]
+        done = subprocess.run([*cmd, "--format", "json"], capture_output=True, text=True)
+        assert done.returncode in (0, 1), done.stderr  # 1: some records quarantined
+        rep = json.loads(done.stdout)
+        stats = subprocess.run(
+            [sys.executable, "-m", "healthtwin", "stats", "--store", str(store)]
+            + ["--format", "json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        out[n] = ({k: rep[k] for k in ("records", "created", "quarantined")}, stats.stdout)
+    assert out[0] == out[2]
+    assert out[0][0]["created"] > 100
