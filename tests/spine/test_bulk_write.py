@@ -15,7 +15,7 @@ import pytest
 from helpers import Clock, glucose, ndjson, patient
 
 from healthtwin.thread.fhir import ingest
-from healthtwin.thread.fhir.reader import expand_paths
+from healthtwin.thread.fhir.paths import expand_paths
 from healthtwin.twin.store.duckdb_store import DuckDBStore
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fhir"

@@ -127,8 +127,9 @@ def ingest(
     Exits 1 when any record was quarantined (see `healthtwin quarantine`).
     """
     t0, c0 = time.perf_counter(), time.process_time()  # all of the ingest, store close included
-    from healthtwin.thread.fhir.ingest import ReaderProcess, ingest_paths
-    from healthtwin.thread.fhir.reader import expand_paths
+    # light modules first: the readers fork before the parser, DuckDB and Arrow are imported
+    from healthtwin.thread.fhir.paths import expand_paths
+    from healthtwin.thread.fhir.readers import ReaderProcess
 
     try:
         files = expand_paths(list(paths))
@@ -166,6 +167,8 @@ def ingest(
         disable=not show,
     ) as prog:
         task = prog.add_task("ingest", total=total or 1)
+        from healthtwin.thread.fhir.ingest import ingest_paths
+
         try:
             report = ingest_paths(
                 store,

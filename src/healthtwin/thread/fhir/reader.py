@@ -35,7 +35,6 @@ from healthtwin.thread.fhir.view import DecodeError
 
 _decoder = json.JSONDecoder()
 _WS = " \t\n\r"
-SUFFIXES = (".json", ".ndjson", ".jsonl", ".json.gz", ".ndjson.gz")
 
 
 class Record:
@@ -583,25 +582,6 @@ def _ndjson(source: str, text: str) -> Iterator[Record]:
                 yield rec
             continue
         yield Record(source, f"line {lineno}", line, obj, line=lineno)
-
-
-def expand_paths(paths: list[str]) -> list[str]:
-    """Files named, and FHIR files (by suffix) found recursively in folders, sorted; '-' is stdin."""
-    out: list[str] = []
-    for p in paths:
-        if p == "-":
-            out.append(p)
-            continue
-        path = Path(p)
-        if path.is_dir():
-            out.extend(
-                str(f) for f in sorted(path.rglob("*")) if f.is_file() and f.name.endswith(SUFFIXES)
-            )
-        elif path.exists():
-            out.append(str(path))
-        else:
-            raise FileNotFoundError(f"input not found: {p}")
-    return out
 
 
 def read_source(path: str) -> tuple[str, str]:
