@@ -11,8 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
 from helpers import Clock, glucose, ndjson, patient
+from hypothesis import given
+from hypothesis import strategies as st
 
 from healthtwin.thread.fhir import ingest
 from healthtwin.thread.fhir.paths import expand_paths
@@ -168,3 +172,25 @@ def test_cli_readers_option(tmp_path: Path) -> None:
         out[n] = ({k: rep[k] for k in ("records", "created", "quarantined")}, stats.stdout)
     assert out[0] == out[2]
     assert out[0][0]["created"] > 100
+
+
+@given(
+    st.lists(st.lists(st.text(max_size=3), max_size=12), min_size=1, max_size=4),
+    st.data(),
+)
+def test_kept_rows_are_the_filtered_rows(parts: list[list[str]], data: st.DataObject) -> None:
+    """``_concat`` (zero-copy slices of the kept runs, or a filter) against a list filter."""
+    from healthtwin.twin.store import arrowcols
+    from healthtwin.twin.store.duckdb_bulk import _concat
+
+    rows = [v for p in parts for v in p]
+    keep = data.draw(st.lists(st.booleans(), min_size=len(rows), max_size=len(rows)))
+    tables = [pa.Table.from_arrays([arrowcols.string_array(p)], names=["a"]) for p in parts]
+    from unittest import mock
+
+    from healthtwin.twin.store import duckdb_bulk
+
+    limit = data.draw(st.sampled_from([duckdb_bulk._MAX_RUNS, 1]))  # 1: the filter path
+    with mock.patch.object(duckdb_bulk, "_MAX_RUNS", limit):
+        got = _concat(tables, np.array(keep, dtype=np.bool_)).column("a").to_pylist()
+    assert got == [v for v, k in zip(rows, keep, strict=True) if k]

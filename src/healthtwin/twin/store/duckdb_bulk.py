@@ -176,11 +176,25 @@ def _const(value: Any, n: int, typ: pa.DataType) -> pa.Array:
     return ac.array([value] * n, typ)
 
 
+_MAX_RUNS = 64  # more kept runs than this: one filter instead of slices
+
+
 def _concat(tables: list[pa.Table], keep: np.ndarray | None) -> pa.Table:
+    """The rows of ``tables`` (in order) where ``keep`` is true.
+
+    Usually nearly every row is kept (a re-sent Practitioner here and there): the kept runs
+    are then taken as zero-copy slices, where ``Table.filter`` would copy every original text
+    (measured: 8 us per record on the Synthea Bundles, for 72 rows dropped of 17,399)."""
     t = pa.concat_tables(tables) if len(tables) != 1 else tables[0]
-    if keep is not None:
-        t = t.filter(ac.bool_array(keep.tolist()))
-    return t
+    if keep is None:
+        return t
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], keep.view(np.int8), [0]))))
+    starts, ends = edges[0::2], edges[1::2]  # the kept runs [start, end)
+    if len(starts) > _MAX_RUNS:
+        return t.filter(ac.bool_array(keep.tolist()))
+    if not len(starts):
+        return t.slice(0, 0)
+    return pa.concat_tables([t.slice(a, b - a) for a, b in zip(starts, ends, strict=True)])
 
 
 @contextmanager
