@@ -34,8 +34,7 @@ def _store_option(f: Any) -> Any:
 
 
 def _open(path: str, read_only: bool = False) -> Any:
-    from healthtwin.twin.store import open_store
-    from healthtwin.twin.store.postgres_store import mask_password
+    from healthtwin.twin.store import mask_password, open_store
 
     try:
         return open_store(path, read_only=read_only)
@@ -47,7 +46,7 @@ def _open(path: str, read_only: bool = False) -> Any:
 
 def _shown(path: str) -> str:
     """The store location for messages (a PostgreSQL password masked)."""
-    from healthtwin.twin.store.postgres_store import mask_password
+    from healthtwin.twin.store import mask_password
 
     return mask_password(path)
 

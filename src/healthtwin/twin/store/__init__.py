@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from healthtwin.twin.store.base import Store, StoreError
 
@@ -16,6 +17,20 @@ from healthtwin.twin.store.base import Store, StoreError
 def is_postgres_url(location: str) -> bool:
     """True for ``postgresql://...`` / ``postgres://...`` connection URLs."""
     return location.startswith(("postgresql://", "postgres://"))
+
+
+def mask_password(location: str) -> str:
+    """The location with any password in a URL replaced by ``***`` (for messages)."""
+    if not is_postgres_url(location):
+        return location
+    parts = urlsplit(location)
+    if parts.password is not None:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1))
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(k == "password" for k, _ in query):
+        masked = [(k, "***" if k == "password" else v) for k, v in query]
+        parts = parts._replace(query=urlencode(masked, safe="*"))
+    return urlunsplit(parts)
 
 
 def open_store(
@@ -40,4 +55,4 @@ def open_store(
     return DuckDBStore(loc, read_only=read_only, clock=clock, **kw)
 
 
-__all__ = ["Store", "StoreError", "is_postgres_url", "open_store"]
+__all__ = ["Store", "StoreError", "is_postgres_url", "mask_password", "open_store"]

@@ -41,7 +41,7 @@ from psycopg import sql
 
 from healthtwin.twin.journal import GENESIS, VerifyReport, seal, verify_chain
 from healthtwin.twin.model import Event, InboundRecord, Rejected, SyncMode, TwinKind
-from healthtwin.twin.store import is_postgres_url
+from healthtwin.twin.store import is_postgres_url, mask_password  # re-exported
 from healthtwin.twin.store.base import BatchResult, Store, StoreError
 from healthtwin.twin.store.common import (
     FACT_COLS,
@@ -195,20 +195,6 @@ def split_schema(dsn: str) -> tuple[str, str | None]:
         else:
             rest.append((k, v))
     return urlunsplit(parts._replace(query=urlencode(rest))), schema
-
-
-def mask_password(location: str) -> str:
-    """The location with any password in a URL replaced by ``***`` (for messages)."""
-    if not is_postgres_url(location):
-        return location
-    parts = urlsplit(location)
-    if parts.password is not None:
-        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1))
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    if any(k == "password" for k, _ in query):
-        masked = [(k, "***" if k == "password" else v) for k, v in query]
-        parts = parts._replace(query=urlencode(masked, safe="*"))
-    return urlunsplit(parts)
 
 
 def _lock_key(schema: str) -> int:
