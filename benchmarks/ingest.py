@@ -14,7 +14,8 @@ The peers only parse and validate, nothing is stored:
 
 The ratio is taken against the faster peer. The machine may be shared: the load average is
 printed with every round, and CPU time (user + system, of the ingest process and its threads;
-in-process for the peers) beside every wall time, so the figures can be read under load.
+in-process for the peers; for healthtwin, its reader processes included) beside every wall
+time, so the figures can be read under load.
 
     .venv/bin/python benchmarks/ingest.py            # ../shared/data Synthea (bulk + bundles)
     .venv/bin/python benchmarks/ingest.py PATH...    # your own files

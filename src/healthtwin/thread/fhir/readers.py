@@ -1,8 +1,8 @@
 """Reader processes for an ingest: reading and conversion on all cores.
 
-This module is light on purpose (standard library only): ``healthtwin ingest`` imports it and
-forks the readers before it imports the reader, the normaliser, DuckDB or Arrow, so that the
-children import and convert while the parent imports and opens the store. Each child runs
+This module is light on purpose (standard library only). ``healthtwin ingest`` imports the
+parser and Arrow, forks the readers (which inherit them), and only then imports DuckDB and
+opens the store, so that the readers convert while the parent does that. Each child runs
 ``ingest._local_inputs`` on its share of the inputs (and, for a DuckDB store,
 ``duckdb_bulk.prepare``) and sends every chunk, pickled, through an anonymous memory file.
 """
@@ -95,7 +95,7 @@ def _reader_main(
     _die_with_parent()
     send = conn.send
     try:
-        # imported here, in the child: the parent forks before it imports any of this
+        # usually inherited from the parent (the CLI imports it before it forks)
         from healthtwin.thread.fhir.ingest import _local_inputs
 
         if prepare:
