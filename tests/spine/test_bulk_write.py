@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -194,3 +195,24 @@ def test_kept_rows_are_the_filtered_rows(parts: list[list[str]], data: st.DataOb
     with mock.patch.object(duckdb_bulk, "_MAX_RUNS", limit):
         got = _concat(tables, np.array(keep, dtype=np.bool_)).column("a").to_pylist()
     assert got == [v for v, k in zip(rows, keep, strict=True) if k]
+
+
+def test_reader_processes_on_every_backend(backend: Any) -> None:
+    """Reader processes feed both backends (prepared chunks for DuckDB, records for
+    PostgreSQL) and the store ends as the serial ingest leaves it."""
+    files = expand_paths([str(FIXTURES / "bulk"), str(FIXTURES / "r4")])
+    serial = backend.new()
+    want = ingest.ingest_paths(serial, files)
+    want_stats = serial.stats()
+    serial.close()
+    store = backend.new()
+    with ingest.ReaderProcess(files, prepare=backend.name == "duckdb", workers=2) as reader:
+        got = ingest.ingest_paths(store, files, reader=reader)
+    assert (got.created, got.quarantined, got.records) == (
+        want.created,
+        want.quarantined,
+        want.records,
+    )
+    assert store.stats() == want_stats
+    assert store.verify().ok
+    store.close()
