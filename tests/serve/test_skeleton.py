@@ -53,3 +53,24 @@ def test_own_process_app_freezes_the_gc_after_the_preload(settings, store) -> No
             assert c.app.state.services._preload.done()
     finally:
         gc.unfreeze()
+
+
+def test_served_duckdb_store_runs_one_thread_per_query(settings, store_file, tmp_path) -> None:
+    """A DuckDB store the app opens itself gets ``duckdb_threads`` (default 1); 0 keeps
+    DuckDB's default (one per core)."""
+    from dataclasses import replace
+
+    import duckdb
+    from fastapi.testclient import TestClient
+
+    from healthtwin.serve.app import create_app
+
+    default = duckdb.connect().execute("SELECT current_setting('threads')").fetchone()[0]
+    for threads, expected in ((1, 1), (0, default)):
+        p = tmp_path / f"own{threads}.duckdb"
+        p.write_bytes(store_file.read_bytes())
+        app = create_app(replace(settings, store=str(p), duckdb_threads=threads))
+        with TestClient(app) as c:
+            assert c.get("/health").status_code == 200
+            con = c.app.state.gateway.store.con
+            assert con.execute("SELECT current_setting('threads')").fetchone()[0] == expected

@@ -100,6 +100,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = store is None
         st = open_store(settings.store) if store is None else store
+        if own and settings.duckdb_threads > 0 and hasattr(st, "path"):
+            from healthtwin.twin.store.duckdb_store import DuckDBStore
+
+            if isinstance(st, DuckDBStore):  # the whole database instance (reader connections)
+                st.con.execute(f"SET threads = {int(settings.duckdb_threads)}")
         gw = StoreGateway(st, audit_flush_s=settings.audit_flush_s, reader=_reader_factory(st))
         app.state.gateway = gw
         from healthtwin.serve.services import Services
