@@ -201,6 +201,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0, help="per phase")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--max", type=int, default=200_000, help="requests per phase at most")
+    ap.add_argument(
+        "--workers", type=int, default=1, help="server worker processes (PostgreSQL only)"
+    )
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="ht-bench-"))
@@ -217,8 +220,14 @@ def main() -> None:
         [*hc, "ingest", "--store", store, str(nd)], check=True, env=env, capture_output=True
     )
     port = _port()
-    print(f"load before: {os.getloadavg()}  cores: {os.cpu_count()}  store: {store.split('@')[-1]}")
-    srv = subprocess.Popen([*hc, "serve", "--store", store, "--port", str(port)], env=env)
+    print(
+        f"load before: {os.getloadavg()}  cores: {os.cpu_count()}  store: {store.split('@')[-1]}"
+        f"  concurrency: {args.concurrency}  workers: {args.workers}"
+    )
+    srv = subprocess.Popen(
+        [*hc, "serve", "--store", store, "--port", str(port), "--workers", str(args.workers)],
+        env=env,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):

@@ -26,3 +26,51 @@ def test_audit_events_for_allowed_and_denied(client, token, store) -> None:
     outcomes = {(e["who"], e["target"], e["outcome"], e["status"]) for e in evs}
     assert ("alice", PAT_A, "allowed", 200) in outcomes
     assert ("alice", PAT_B, "denied", 403) in outcomes
+
+
+def test_own_process_app_freezes_the_gc_after_the_preload(settings, store) -> None:
+    """``healthtwin serve`` (own_process) moves what is alive after the state preload out of
+    the cyclic GC's reach; an app embedded in another process (tests) leaves the GC alone."""
+    import gc
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from healthtwin.serve.app import create_app
+
+    gc.unfreeze()
+    try:
+        with TestClient(create_app(settings, store=store)) as c:
+            assert c.get("/health").status_code == 200
+            assert gc.get_freeze_count() == 0
+        with TestClient(create_app(settings, store=store, own_process=True)) as c:
+            assert c.get("/health").status_code == 200
+            for _ in range(200):  # the freeze follows the preload task (bounded wait)
+                if gc.get_freeze_count() > 0:
+                    break
+                time.sleep(0.05)
+            assert gc.get_freeze_count() > 0
+            assert c.app.state.services._preload.done()
+    finally:
+        gc.unfreeze()
+
+
+def test_served_duckdb_store_runs_one_thread_per_query(settings, store_file, tmp_path) -> None:
+    """A DuckDB store the app opens itself gets ``duckdb_threads`` (default 1); 0 keeps
+    DuckDB's default (one per core)."""
+    from dataclasses import replace
+
+    import duckdb
+    from fastapi.testclient import TestClient
+
+    from healthtwin.serve.app import create_app
+
+    default = duckdb.connect().execute("SELECT current_setting('threads')").fetchone()[0]
+    for threads, expected in ((1, 1), (0, default)):
+        p = tmp_path / f"own{threads}.duckdb"
+        p.write_bytes(store_file.read_bytes())
+        app = create_app(replace(settings, store=str(p), duckdb_threads=threads))
+        with TestClient(app) as c:
+            assert c.get("/health").status_code == 200
+            con = c.app.state.gateway.store.con
+            assert con.execute("SELECT current_setting('threads')").fetchone()[0] == expected

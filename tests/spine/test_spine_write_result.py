@@ -64,6 +64,35 @@ def test_batch_versions_match_the_stored_records(backend: Backend) -> None:
         store.close()
 
 
+def test_create_only_skips_existing_rids_inside_the_batch(backend: Backend) -> None:
+    """FHIR create (POST): a rid with a current version, deleted or not, is a conflict; the
+    other records of the batch are written; the stored rows and the chain are the oracle."""
+    store = backend.new()
+    try:
+        store.write_batch(_records(patient("p1"), glucose("o1", 100), glucose("o2", 1)))
+        gone = _records(glucose("o2", 1))[0]
+        gone.deleted = True
+        store.write_batch([gone], source="delete o2")
+        before = _current(store, ["Observation/o1", "Observation/o2"])
+        recs = _records(glucose("o1", 120), glucose("o2", 130), glucose("o3", 140))
+        res = store.write_batch(
+            recs, source="api", create_only={"Observation/o1", "Observation/o2", "Observation/o3"}
+        )
+        assert res.conflicts == {"Observation/o1", "Observation/o2"}
+        assert (res.created, res.updated, res.unchanged) == (1, 0, 0)
+        after = _current(store, ["Observation/o1", "Observation/o2", "Observation/o3"])
+        assert {k: after[k] for k in before} == before  # not a new version
+        assert after["Observation/o3"][0] == 1
+        assert res.versions == {"Observation/o3": after["Observation/o3"]}
+        # without create_only the same record is an update
+        upd = store.write_batch(_records(glucose("o1", 120)), source="api PUT")
+        assert (upd.updated, upd.conflicts) == (1, set())
+        rep = store.verify()
+        assert rep.ok, rep.problems
+    finally:
+        store.close()
+
+
 def test_head_hint_follows_writes_by_another_connection(tmp_path: Path) -> None:
     path = tmp_path / "two.duckdb"
     a = DuckDBStore(path)

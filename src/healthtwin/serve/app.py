@@ -6,7 +6,9 @@ on the gateway's single store thread, the event loop stays free); several on Pos
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -81,8 +83,16 @@ def _error_body(request: Request, status: int, detail: Any) -> Response:
     )
 
 
-def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
-    """Build the app. ``store``: an open store to serve (tests); else ``settings.store``."""
+def create_app(
+    settings: Settings, store: Store | None = None, *, own_process: bool = False
+) -> FastAPI:
+    """Build the app. ``store``: an open store to serve (tests); else ``settings.store``.
+
+    ``own_process``: the app is the whole process (``healthtwin serve``): once the state
+    cache is preloaded, the objects alive then are frozen out of the cyclic garbage
+    collector (``gc.freeze``), whose full collections otherwise stall every request for
+    60-90 ms about once a second under write load (measured: docs/PERFORMANCE.md "server").
+    """
     settings.check()
     verifier = TokenVerifier(settings)
 
@@ -90,15 +100,27 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = store is None
         st = open_store(settings.store) if store is None else store
+        if own and settings.duckdb_threads > 0 and hasattr(st, "path"):
+            from healthtwin.twin.store.duckdb_store import DuckDBStore
+
+            if isinstance(st, DuckDBStore):  # the whole database instance (reader connections)
+                st.con.execute(f"SET threads = {int(settings.duckdb_threads)}")
         gw = StoreGateway(st, audit_flush_s=settings.audit_flush_s, reader=_reader_factory(st))
         app.state.gateway = gw
         from healthtwin.serve.services import Services
 
         app.state.services = Services(settings, gw)
         await app.state.services.start()
+        settle = (
+            asyncio.create_task(_freeze_after_preload(app.state.services)) if own_process else None
+        )
         try:
             yield
         finally:
+            if settle is not None:
+                settle.cancel()
+                with contextlib.suppress(BaseException):
+                    await settle
             await app.state.services.stop()
             await gw.aclose()
             if own:
@@ -211,8 +233,21 @@ async def _guard(request: Request) -> None:
     await request.app.state.guard(request)
 
 
+async def _freeze_after_preload(services: Any) -> None:
+    """Wait for the state preload, then move every live object to the GC's permanent
+    generation: later full collections scan only what was allocated since."""
+    preload = getattr(services, "_preload", None)
+    if preload is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(preload)
+    gc.collect()
+    gc.freeze()
+
+
 def app_from_env() -> FastAPI:
     """The uvicorn factory of ``healthtwin serve`` (settings from ``HEALTHTWIN_*``)."""
     import os
 
-    return create_app(Settings.from_env(dev=bool(os.environ.get("HEALTHTWIN_DEV"))))
+    return create_app(
+        Settings.from_env(dev=bool(os.environ.get("HEALTHTWIN_DEV"))), own_process=True
+    )

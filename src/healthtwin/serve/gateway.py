@@ -203,11 +203,13 @@ class StoreGateway:
     ) -> Written:
         from healthtwin.serve.queries import versions
 
-        conflicts: set[str] = set()
-        if create_only:  # checked on the writer thread: no race with another create
-            conflicts = set(versions(self.store, sorted(create_only)))
-            records = [r for r in records if r.rid not in conflicts]
-        res = self.store.write_batch(records, rejected, events, source=source)
+        # create-only rids are checked by the store inside the batch's transaction (no race
+        # with another create, and no statement of its own)
+        res = self.store.write_batch(
+            records, rejected, events, source=source, create_only=create_only
+        )
+        conflicts = set(res.conflicts)
+        records = [r for r in records if r.rid not in conflicts]
         vers: dict[str, tuple[int, datetime, bool]] = {}
         if records:
             rids = {r.rid for r in records}

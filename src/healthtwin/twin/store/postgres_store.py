@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -369,9 +369,10 @@ class PostgresStore(Store):
         events: Sequence[Event] = (),
         *,
         source: str = "",
+        create_only: Collection[str] = (),
     ) -> BatchResult:
         with self._lock, self._live().transaction(), self.conn.cursor() as cur:
-            return self._write(cur, records, rejected, events, source)[0]
+            return self._write(cur, records, rejected, events, source, create_only)[0]
 
     def _write(
         self,
@@ -380,6 +381,7 @@ class PostgresStore(Store):
         rejected: Sequence[Rejected],
         extra: Sequence[Event],
         source: str,
+        create_only: Collection[str] = (),
     ) -> tuple[BatchResult, int]:
         """The batch inside the caller's transaction: (result, last journal seq)."""
         for rec in records:
@@ -403,6 +405,14 @@ class PostgresStore(Store):
             ).fetchall():
                 current[rid] = (int(ver), str(sha), bool(deleted))
                 versions[rid] = (int(ver), rec_at, bool(deleted))
+        if create_only:
+            # create-only records whose rid has a current version (deleted or not) are not
+            # written: the caller answers them 409 (decided under the journal lock)
+            res.conflicts = {r.rid for r in records if r.rid in create_only and r.rid in current}
+            if res.conflicts:
+                records = [r for r in records if r.rid not in res.conflicts]
+                for rid in res.conflicts:
+                    versions.pop(rid, None)
         existing_twins: set[str] = set()
         twin_candidates = [r.rid for r in records if r.rtype in TWIN_KIND_OF_TYPE]
         if twin_candidates:
