@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Backend
 from helpers import Clock, glucose, ndjson, patient, query
 
 from healthtwin.thread.fhir.ingest import convert_records
@@ -37,7 +36,7 @@ def _current(store: Any, rids: list[str]) -> dict[str, tuple[int, Any, bool]]:
     return {str(r[0]): (int(r[1]), r[2], bool(r[3])) for r in rows}
 
 
-def test_batch_versions_match_the_stored_records(backend: Backend) -> None:
+def test_batch_versions_match_the_stored_records(backend: Any) -> None:
     clock = Clock()
     store = backend.new(clock=clock)
     try:
@@ -64,7 +63,7 @@ def test_batch_versions_match_the_stored_records(backend: Backend) -> None:
         store.close()
 
 
-def test_create_only_skips_existing_rids_inside_the_batch(backend: Backend) -> None:
+def test_create_only_skips_existing_rids_inside_the_batch(backend: Any) -> None:
     """FHIR create (POST): a rid with a current version, deleted or not, is a conflict; the
     other records of the batch are written; the stored rows and the chain are the oracle."""
     store = backend.new()
