@@ -5,7 +5,7 @@ Why by hand: ``pyarrow.array(list)`` asks pyarrow's pandas shim whether the list
 26): more than a whole small ingest. Arrays assembled with ``Array.from_buffers`` never ask,
 and DuckDB's Arrow scan of them imports nothing either. The buffers are built with NumPy and
 one ``bytes.join`` per string column, which is also faster per value than ``pyarrow.array``
-on Python lists (docs/PERFORMANCE.md "ingest"). ``tests/spine/test_arrowcols.py`` checks
+on Python lists (docs/PERFORMANCE.md "spine"). ``tests/spine/test_arrowcols.py`` checks
 every builder against ``pyarrow.array`` (the oracle) on hypothesis-generated columns.
 
 Types handled: the ones the stores' tables use (string, int32, int64, float64, bool and

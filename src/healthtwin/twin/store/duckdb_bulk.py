@@ -201,7 +201,7 @@ def _concat(tables: list[pa.Table], keep: np.ndarray | None) -> pa.Table:
 def one_thread(store: DuckDBStore) -> Iterator[None]:
     """DuckDB on one thread for the duration: when a reader process keeps the other core
     busy, DuckDB's second worker thread only adds hand-over costs (measured: ~15 % less CPU
-    per record written, docs/PERFORMANCE.md "ingest")."""
+    per record written, docs/PERFORMANCE.md "spine")."""
     (before,) = store.con.execute("SELECT current_setting('threads')").fetchall()[0]
     store.con.execute("SET threads = 1")
     try:
