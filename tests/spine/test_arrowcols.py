@@ -89,3 +89,11 @@ def test_no_pandas_import() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@given(st.lists(st.one_of(st.none(), st.text(alphabet='ab{}"', min_size=200, max_size=600))))
+def test_long_ascii_strings_match_pyarrow(values: list[str | None]) -> None:
+    """Original texts (long, ASCII): the branch that encodes value by value."""
+    got = arrowcols.string_array(values)
+    got.validate(full=True)
+    assert got.equals(pa.array(values, pa.string()))

@@ -4,8 +4,8 @@ Why by hand: ``pyarrow.array(list)`` asks pyarrow's pandas shim whether the list
 "array-like", and that first question imports pandas (about 0.2 s with pandas 2.x, pyarrow
 26): more than a whole small ingest. Arrays assembled with ``Array.from_buffers`` never ask,
 and DuckDB's Arrow scan of them imports nothing either. The buffers are built with NumPy and
-one ``bytes.join`` per string column, which is also faster per value than ``pyarrow.array``
-on Python lists (docs/PERFORMANCE.md "spine"). ``tests/spine/test_arrowcols.py`` checks
+one join per string column; per value this costs about what ``pyarrow.array`` costs once
+pandas is loaded (docs/PERFORMANCE.md "spine"). ``tests/spine/test_arrowcols.py`` checks
 every builder against ``pyarrow.array`` (the oracle) on hypothesis-generated columns.
 
 Types handled: the ones the stores' tables use (string, int32, int64, float64, bool and
@@ -26,6 +26,7 @@ import pyarrow as pa
 STRING, INT32, INT64 = pa.string(), pa.int32(), pa.int64()
 FLOAT64, BOOL, TIMESTAMP_US = pa.float64(), pa.bool_(), pa.timestamp("us")
 _I32_MAX = 2**31 - 1
+_SHORT = 256  # mean characters per value below which a string column is joined as text
 
 
 def _validity(values: Sequence[Any], n: int) -> tuple[pa.Buffer | None, int]:
@@ -51,12 +52,14 @@ def string_array(values: Sequence[str | None]) -> pa.Array:
         if not nulls
         else ["" if v is None else v for v in values]
     )
-    joined = "".join(vals)
-    if joined.isascii():  # one character, one byte: lengths without encoding each value
-        data = joined.encode("ascii")
-        lens = np.fromiter(map(len, vals), dtype=np.int64, count=n)
-    else:
-        enc = [v.encode("utf-8") for v in vals]
+    if all(map(str.isascii, vals)):  # O(1) per value: CPython keeps an ASCII flag
+        lens = np.fromiter(map(len, vals), dtype=np.int64, count=n)  # characters = bytes
+        if int(lens.sum()) < _SHORT * n:  # short values: one join, no bytes object each
+            data = "".join(vals).encode("ascii")
+        else:  # long ones (original texts): measured faster encoded one by one
+            data = b"".join(map(str.encode, vals))
+    else:  # each value encoded once (joining mixed text would widen it to UCS-2/4 first)
+        enc = list(map(str.encode, vals))
         data = b"".join(enc)
         lens = np.fromiter(map(len, enc), dtype=np.int64, count=n)
     offsets = np.zeros(n + 1, dtype=np.int64)
