@@ -133,19 +133,32 @@ def test_reader_process_failure_is_raised(tmp_path: Path, monkeypatch: pytest.Mo
     assert store.stats()["versions"] == 0
 
 
-def test_reader_process_killed_is_an_error(tmp_path: Path) -> None:
-    """A child that dies mid-way is an error in the parent, never a silently short ingest."""
+def test_reader_process_killed_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child that dies mid-way (here: SIGKILLs itself at its third chunk) is an error in the
+    parent, never a silently short ingest."""
+    import os
+    import signal
+
+    from healthtwin.thread.fhir import readers
+
     big = tmp_path / "big.ndjson"
     big.write_text(ndjson(patient("p1"), *(glucose(f"g{i}", 100 + i % 50) for i in range(4000))))
+    sent = [0]
+    send = readers._send_chunk
+
+    def dies_at_third(*a: object) -> None:
+        sent[0] += 1
+        if sent[0] == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        send(*a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(readers, "_send_chunk", dies_at_third)  # inherited by the fork
     store = DuckDBStore(tmp_path / "s.duckdb")
     files = [str(big)]
-    reader = ingest.ReaderProcess(files)  # more than a pipe's buffer: it blocks in send
-    for w in reader._workers:
-        w.proc.kill()
-        w.proc.join()
-    with pytest.raises(RuntimeError, match="reader process"):
-        ingest.ingest_paths(store, files, reader=reader)
-    reader.close()
+    with ingest.ReaderProcess(files, workers=1) as reader:
+        with pytest.raises(RuntimeError, match="ended unexpectedly"):
+            ingest.ingest_paths(store, files, reader=reader)
+        assert reader._workers[0].proc.exitcode == -signal.SIGKILL
     assert store.stats()["versions"] == 0  # one 5,000-record batch: nothing half-written
 
 
