@@ -374,45 +374,13 @@ def write(store: DuckDBStore, chunks: Sequence[Prepared], source: str) -> tuple[
     )
     res.events = seq - last_seq
 
-    if superseded:
-        con.register("_sup", ac.table({"rid": superseded}))
-        for table in ("records", "facts"):
-            con.execute(
-                f"UPDATE {table} SET superseded_at = ? WHERE superseded_at IS NULL "
-                "AND rid IN (SELECT rid FROM _sup)",
-                [now],
-            )
-        con.unregister("_sup")
+    store._supersede(superseded, now)
     store._insert("journal", j_rows, 11)
     if n:
         _insert_prepared(store, chunks, meta, keep, ver_arr, seq_arr, now, batch_id)
     store._insert("twins", twin_rows, 7)
     store._insert("quarantine", q_rows, 10)
-    if dups:
-        con.register("_dup", ac.table({"rid": sorted(set(dups))}))
-        for table in ("records", "facts"):
-            con.execute(
-                f"UPDATE {table} SET superseded_at = ? WHERE superseded_at IS NULL "
-                "AND rid IN (SELECT rid FROM _dup) AND version < (SELECT max(r.version) "
-                f"FROM records r WHERE r.rid = {table}.rid)",
-                [now],
-            )
-        con.unregister("_dup")
-    con.execute(
-        "INSERT INTO batches VALUES (?,?,?,?,?,?,?,?,?,?)",
-        [
-            batch_id,
-            source,
-            now,
-            res.created,
-            res.updated,
-            res.deleted,
-            res.unchanged,
-            res.quarantined,
-            last_seq + 1,
-            seq,
-        ],
-    )
+    store._close_batch(res, source, now, dups, last_seq + 1, seq)
     # Conditional references can only resolve when new ones or new identifiers arrive.
     if conditional or any(m[9] for m, k in zip(meta, keep.tolist(), strict=True) if k):
         store._resolve_pending()

@@ -437,19 +437,7 @@ class DuckDBStore(Store):
         )
         res.events = seq - last_seq
 
-        if superseded:
-            con.register("_sup", _table({"rid": superseded}))
-            con.execute(
-                "UPDATE records SET superseded_at = ? WHERE superseded_at IS NULL "
-                "AND rid IN (SELECT rid FROM _sup)",
-                [now],
-            )
-            con.execute(
-                "UPDATE facts SET superseded_at = ? WHERE superseded_at IS NULL "
-                "AND rid IN (SELECT rid FROM _sup)",
-                [now],
-            )
-            con.unregister("_sup")
+        self._supersede(superseded, now)
         self._insert("journal", j_rows, 11)
         self._insert("records", rec_rows, 14)
         self._insert("facts", fact_rows, 27)
@@ -457,7 +445,36 @@ class DuckDBStore(Store):
         self._insert("identifiers", id_rows, 3)
         self._insert("twins", twin_rows, 7)
         self._insert("quarantine", q_rows, 10)
-        if dups:  # earlier versions written by this same batch are superseded by the last one
+        self._close_batch(res, source, now, dups, last_seq + 1, seq)
+        self._resolve_pending()
+        return res, seq
+
+    def _supersede(self, rids: list[str], now: datetime) -> None:
+        """Mark the current versions (records and facts) of ``rids`` superseded at ``now``."""
+        if not rids:
+            return
+        self.con.register("_sup", _table({"rid": rids}))
+        for table in ("records", "facts"):
+            self.con.execute(
+                f"UPDATE {table} SET superseded_at = ? WHERE superseded_at IS NULL "
+                "AND rid IN (SELECT rid FROM _sup)",
+                [now],
+            )
+        self.con.unregister("_sup")
+
+    def _close_batch(
+        self,
+        res: BatchResult,
+        source: str,
+        now: datetime,
+        dups: list[str],
+        first_seq: int,
+        last_seq: int,
+    ) -> None:
+        """The batch's last rows: earlier versions of a rid written twice by this batch are
+        superseded by its last one (``dups``), and the ``batches`` row."""
+        con = self.con
+        if dups:
             con.register("_dup", _table({"rid": sorted(set(dups))}))
             for table in ("records", "facts"):
                 con.execute(
@@ -467,23 +484,11 @@ class DuckDBStore(Store):
                     [now],
                 )
             con.unregister("_dup")
+        counts = (res.created, res.updated, res.deleted, res.unchanged, res.quarantined)
         con.execute(
             "INSERT INTO batches VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [
-                batch_id,
-                source,
-                now,
-                res.created,
-                res.updated,
-                res.deleted,
-                res.unchanged,
-                res.quarantined,
-                last_seq + 1,
-                seq,
-            ],
+            [res.batch_id, source, now, *counts, first_seq, last_seq],
         )
-        self._resolve_pending()
-        return res, seq
 
     def _insert(self, table: str, rows: list[tuple[Any, ...]], ncols: int) -> None:
         """Append rows: one row by a parameterised ``INSERT ... VALUES``; more through one
