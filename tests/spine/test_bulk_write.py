@@ -229,3 +229,15 @@ def test_reader_processes_on_every_backend(backend: Any) -> None:
     assert store.stats() == want_stats
     assert store.verify().ok
     store.close()
+
+
+def test_table_columns_are_the_duckdb_tables(tmp_path: Path) -> None:
+    """``TABLE_COLUMNS`` (PostgreSQL's COPY and the bulk inserts, which insert by position)
+    lists each DuckDB table's columns in table order."""
+    from healthtwin.twin.store.common import TABLE_COLUMNS
+
+    store = DuckDBStore(tmp_path / "c.duckdb")
+    for table, cols in TABLE_COLUMNS.items():
+        got = [r[0] for r in store.con.execute(f"DESCRIBE {table}").fetchall()]
+        assert got == cols, table
+    store.close()

@@ -114,3 +114,63 @@ def parse_conditional(ref: str) -> tuple[str, str, str, str] | None:
     token = query[len("identifier=") :]
     system, bar, value = token.rpartition("|")
     return (ref, f"{rtype}/%", system if bar else "", value if bar else token)
+
+
+# The columns of each table, in table order: the same in both backends (the DuckDB DDL,
+# the PostgreSQL DDL, COPY and the bulk Arrow inserts rely on it; tests check DuckDB's).
+TABLE_COLUMNS: dict[str, list[str]] = {
+    "journal": [
+        "seq",
+        "event_id",
+        "recorded_at",
+        "kind",
+        "twin_id",
+        "subject",
+        "batch_id",
+        "payload",
+        "provenance",
+        "prev_hash",
+        "hash",
+    ],
+    "records": [
+        "rid",
+        "version",
+        "rtype",
+        "content_sha256",
+        "raw",
+        "subject",
+        "seq",
+        "recorded_at",
+        "superseded_at",
+        "deleted",
+        "validation",
+        "source",
+        "locator",
+        "batch_id",
+    ],
+    "facts": [
+        "rid",
+        "version",
+        "fkey",
+        "subject",
+        *FACT_COLS,
+        "recorded_at",
+        "superseded_at",
+        "seq",
+    ],
+    "refs": ["rid", "version", "reference", "target", "status"],
+    "identifiers": ["rid", "system", "value"],
+    "twins": ["twin_id", "kind", "subject", "sync_mode", "name", "created_at", "seq"],
+    "quarantine": [
+        "qid",
+        "batch_id",
+        "recorded_at",
+        "source",
+        "locator",
+        "line",
+        "entry",
+        "reason",
+        "raw",
+        "seq",
+    ],
+}

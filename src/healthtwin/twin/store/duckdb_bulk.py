@@ -29,11 +29,16 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from healthtwin.twin.journal import SEP
 from healthtwin.twin.model import InboundRecord, Rejected, SyncMode
 from healthtwin.twin.store import arrowcols as ac
 from healthtwin.twin.store.base import BatchResult
-from healthtwin.twin.store.common import FACT_COLS, TWIN_KIND_OF_TYPE, naive, name_of
+from healthtwin.twin.store.common import (
+    FACT_COLS,
+    TABLE_COLUMNS,
+    TWIN_KIND_OF_TYPE,
+    naive,
+    name_of,
+)
 
 if TYPE_CHECKING:
     from healthtwin.twin.store.duckdb_store import DuckDBStore
@@ -212,6 +217,8 @@ def one_thread(store: DuckDBStore) -> Iterator[None]:
 
 def write(store: DuckDBStore, chunks: Sequence[Prepared], source: str) -> tuple[BatchResult, int]:
     """Write prepared chunks inside the caller's transaction: (result, last journal seq)."""
+    from healthtwin.twin.store.duckdb_store import _Chain
+
     con = store.con
     last_seq, prev_hash, last_time = store._head()
     now = store._now(last_time)
@@ -243,7 +250,6 @@ def write(store: DuckDBStore, chunks: Sequence[Prepared], source: str) -> tuple[
         }
         con.unregister("_tw")
 
-    j_rows: list[tuple[Any, ...]] = []
     twin_rows: list[tuple[Any, ...]] = []
     q_rows: list[tuple[Any, ...]] = []
     superseded: list[str] = []
@@ -252,37 +258,8 @@ def write(store: DuckDBStore, chunks: Sequence[Prepared], source: str) -> tuple[
     keep = np.ones(n, dtype=np.bool_)
     ver_arr = np.zeros(n, dtype=np.int32)
     seq_arr = np.zeros(n, dtype=np.int64)
-    seq = last_seq
-    now_iso = now.isoformat()
-    eids = _uuid_hex(2 * n + len(rejected) + 1)
-    sha256 = hashlib.sha256
-    j_append = j_rows.append
-    join = SEP.join
-
-    def seal(kind: str, p: str, pv: str, twin_id: str | None, subject: str | None) -> int:
-        """Seal one event (payload ``p`` and provenance ``pv``: canonical JSON text)."""
-        nonlocal seq, prev_hash
-        seq += 1
-        eid = eids[seq - last_seq - 1]
-        h = sha256(
-            join(
-                (
-                    prev_hash,
-                    str(seq),
-                    eid,
-                    now_iso,
-                    kind,
-                    twin_id or "",
-                    subject or "",
-                    batch_id,
-                    p,
-                    pv,
-                )
-            ).encode()
-        ).hexdigest()
-        j_append((seq, eid, now, kind, twin_id, subject, batch_id, p, pv, prev_hash, h))
-        prev_hash = h
-        return seq
+    chain = _Chain(last_seq, prev_hash, now, batch_id, 2 * n + len(rejected) + 1)
+    seal = chain.seal
 
     per_type = res.per_type
     twin_kind_of = TWIN_KIND_OF_TYPE
@@ -344,7 +321,7 @@ def write(store: DuckDBStore, chunks: Sequence[Prepared], source: str) -> tuple[
     if rejected:
         (q_base,) = con.execute("SELECT coalesce(max(qid), 0) FROM quarantine").fetchall()[0]
     for i, rj in enumerate(rejected):
-        sha = sha256(rj.raw.encode()).hexdigest()
+        sha = hashlib.sha256(rj.raw.encode()).hexdigest()
         s = seal(
             "record.rejected",
             _dumps({"reason": rj.reason, "sha256": sha}, option=_SORT).decode(),
@@ -372,10 +349,11 @@ def write(store: DuckDBStore, chunks: Sequence[Prepared], source: str) -> tuple[
         None,
         None,
     )
+    seq = chain.seq
     res.events = seq - last_seq
 
     store._supersede(superseded, now)
-    store._insert("journal", j_rows, 11)
+    store._insert("journal", chain.rows, 11)
     if n:
         _insert_prepared(store, chunks, meta, keep, ver_arr, seq_arr, now, batch_id)
     store._insert("twins", twin_rows, 7)
@@ -425,22 +403,7 @@ def _insert_prepared(
                 cols[7],
                 _const(batch_id, nk, ac.STRING),
             ],
-            names=[
-                "rid",
-                "version",
-                "rtype",
-                "content_sha256",
-                "raw",
-                "subject",
-                "seq",
-                "recorded_at",
-                "superseded_at",
-                "deleted",
-                "validation",
-                "source",
-                "locator",
-                "batch_id",
-            ],
+            names=TABLE_COLUMNS["records"],
         )
         con.from_arrow(table).insert_into("records")
     for name, idx in (("facts", 7), ("refs", 8), ("identifiers", 9)):
@@ -467,22 +430,4 @@ def _insert_prepared(
             arrays = [cols[0], _np_array(_repeat(vers, kc).astype(np.int32), ac.INT32), *cols[1:]]
         else:
             arrays = list(cols)
-        con.from_arrow(pa.Table.from_arrays(arrays, names=_names(store, name))).insert_into(name)
-
-
-_NAMES: dict[str, list[str]] = {}
-
-
-def _names(store: DuckDBStore, table: str) -> list[str]:
-    """The table's column names (the same in every store of this schema version)."""
-    names = _NAMES.get(table)
-    if names is None:
-        desc = store.con.execute(f"DESCRIBE {table}").fetchall()
-        names = _NAMES[table] = [str(r[0]) for r in desc]
-    return names
-
-
-def _uuid_hex(n: int) -> list[str]:
-    from healthtwin.twin.store.duckdb_store import _uuid4_hex
-
-    return _uuid4_hex(n)
+        con.from_arrow(pa.Table.from_arrays(arrays, names=TABLE_COLUMNS[name])).insert_into(name)

@@ -118,6 +118,38 @@ _SMALL = 64
 _SMALL_INSERT = 1
 
 
+class _Chain:
+    """A batch's events sealed into the hash chain, in order, with their journal rows.
+
+    The hash is ``journal.seal``'s, computed inline (one SHA-256 per event; ``verify``
+    recomputes it with ``journal.verify_chain``). Used by ``_write`` and by the bulk path.
+    """
+
+    __slots__ = ("first", "seq", "prev", "now", "now_iso", "batch_id", "eids", "rows")
+
+    def __init__(self, last_seq: int, prev_hash: str, now: datetime, batch_id: str, n: int):
+        self.first = self.seq = last_seq
+        self.prev, self.now, self.now_iso, self.batch_id = prev_hash, now, now.isoformat(), batch_id
+        self.eids = _uuid4_hex(n)  # event ids drawn in bulk: at most n events
+        self.rows: list[tuple[Any, ...]] = []
+
+    def seal(self, kind: str, p: str, pv: str, twin_id: str | None, subject: str | None) -> int:
+        """Seal one event (payload ``p`` and provenance ``pv``: canonical JSON text); its seq."""
+        self.seq = seq = self.seq + 1
+        eid, prev = self.eids[seq - self.first - 1], self.prev
+        h = hashlib.sha256(
+            _SEP.join(
+                (prev, str(seq), eid, self.now_iso, kind, twin_id or "", subject or "")
+                + (self.batch_id, p, pv)
+            ).encode()
+        ).hexdigest()
+        self.rows.append(
+            (seq, eid, self.now, kind, twin_id, subject, self.batch_id, p, pv, prev, h)
+        )
+        self.prev = h
+        return seq
+
+
 class DuckDBStore(Store):
     """A healthtwin store in one DuckDB file (``path``; ``":memory:"`` for tests)."""
 
@@ -257,7 +289,6 @@ class DuckDBStore(Store):
             }
             con.unregister("_tw")
 
-        j_rows: list[tuple[Any, ...]] = []
         rec_rows: list[tuple[Any, ...]] = []
         fact_rows: list[tuple[Any, ...]] = []
         ref_rows: list[tuple[Any, ...]] = []
@@ -267,13 +298,11 @@ class DuckDBStore(Store):
         superseded: list[str] = []
         written: set[str] = set()  # rids with a version written by this batch
         dups: list[str] = []  # rids with more than one version in this batch
-        seq = last_seq
-        now_iso = now.isoformat()
-        # event ids: uuid4 hex, drawn in bulk (at most 2 events per record, 1 per rejection)
-        eids = _uuid4_hex(2 * len(records) + len(rejected) + len(extra) + 1)
-        sha256 = hashlib.sha256
+        chain = _Chain(
+            last_seq, prev_hash, now, batch_id, 2 * len(records) + len(rejected) + len(extra) + 1
+        )
         dumps, sort_keys = orjson.dumps, orjson.OPT_SORT_KEYS
-        j_append = j_rows.append
+        seal = chain.seal
 
         def emit(
             kind: str,
@@ -282,33 +311,14 @@ class DuckDBStore(Store):
             twin_id: str | None,
             subject: str | None,
         ) -> int:
-            """Seal one event into the chain (the same hash as journal.seal, inlined)."""
-            nonlocal seq, prev_hash
-            seq += 1
-            eid = eids[seq - last_seq - 1]
-            p, pv = (
+            """Seal one event with its payload and provenance as canonical JSON."""
+            return seal(
+                kind,
                 dumps(payload, option=sort_keys).decode(),
                 dumps(prov, option=sort_keys).decode(),
+                twin_id,
+                subject,
             )
-            h = sha256(
-                _SEP.join(
-                    (
-                        prev_hash,
-                        str(seq),
-                        eid,
-                        now_iso,
-                        kind,
-                        twin_id or "",
-                        subject or "",
-                        batch_id,
-                        p,
-                        pv,
-                    )
-                ).encode()
-            ).hexdigest()
-            j_append((seq, eid, now, kind, twin_id, subject, batch_id, p, pv, prev_hash, h))
-            prev_hash = h
-            return seq
 
         per_type = res.per_type
         twin_kind_of = TWIN_KIND_OF_TYPE
@@ -435,10 +445,11 @@ class DuckDBStore(Store):
             None,
             None,
         )
+        seq = chain.seq
         res.events = seq - last_seq
 
         self._supersede(superseded, now)
-        self._insert("journal", j_rows, 11)
+        self._insert("journal", chain.rows, 11)
         self._insert("records", rec_rows, 14)
         self._insert("facts", fact_rows, 27)
         self._insert("refs", ref_rows, 5)

@@ -47,6 +47,7 @@ from healthtwin.twin.store.common import (
     FACT_COLS,
     SCHEMA_VERSION,
     STATE_COLS,
+    TABLE_COLUMNS,
     TWIN_KIND_OF_TYPE,
     canonical_json,
     naive,
@@ -102,62 +103,7 @@ CREATE TABLE IF NOT EXISTS batches (
   first_seq bigint, last_seq bigint);
 """
 
-_COLUMNS = {
-    "journal": [
-        "seq",
-        "event_id",
-        "recorded_at",
-        "kind",
-        "twin_id",
-        "subject",
-        "batch_id",
-        "payload",
-        "provenance",
-        "prev_hash",
-        "hash",
-    ],
-    "records": [
-        "rid",
-        "version",
-        "rtype",
-        "content_sha256",
-        "raw",
-        "subject",
-        "seq",
-        "recorded_at",
-        "superseded_at",
-        "deleted",
-        "validation",
-        "source",
-        "locator",
-        "batch_id",
-    ],
-    "facts": [
-        "rid",
-        "version",
-        "fkey",
-        "subject",
-        *FACT_COLS,
-        "recorded_at",
-        "superseded_at",
-        "seq",
-    ],
-    "refs": ["rid", "version", "reference", "target", "status"],
-    "identifiers": ["rid", "system", "value"],
-    "twins": ["twin_id", "kind", "subject", "sync_mode", "name", "created_at", "seq"],
-    "quarantine": [
-        "qid",
-        "batch_id",
-        "recorded_at",
-        "source",
-        "locator",
-        "line",
-        "entry",
-        "reason",
-        "raw",
-        "seq",
-    ],
-}
+_COLUMNS = TABLE_COLUMNS
 _EFFECTIVE = FACT_COLS.index("effective")
 
 # Conditional references (Type?identifier=system|value) resolved in one statement: a
