@@ -105,7 +105,12 @@ def create_app(
 
             if isinstance(st, DuckDBStore):  # the whole database instance (reader connections)
                 st.con.execute(f"SET threads = {int(settings.duckdb_threads)}")
-        gw = StoreGateway(st, audit_flush_s=settings.audit_flush_s, reader=_reader_factory(st))
+        gw = StoreGateway(
+            st,
+            audit_flush_s=settings.audit_flush_s,
+            gather_s=settings.write_gather_s,
+            reader=_reader_factory(st),
+        )
         app.state.gateway = gw
         from healthtwin.serve.services import Services
 

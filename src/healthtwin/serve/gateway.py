@@ -7,6 +7,14 @@ are written together as the next batch (one transaction, one fsync), and each re
 answered only after its batch has committed. Audit events of reads are buffered and written
 at most ``audit_flush_s`` later (and on shutdown); audit events of writes are written in the
 same transaction as the write.
+
+Under load, a group can wait briefly for its siblings (``gather_s``, like PostgreSQL's
+``commit_delay``/``commit_siblings``). Without it, closed-loop clients fall into a rhythm of
+alternate groups of one write and of all the others (measured with 32 clients: groups of 1
+and 31, each costing a whole commit): the lone write reaches an idle store just before the
+other clients, answered by the last commit, send their next writes. So when the writes
+waiting are fewer than half of the last group, the next group waits until they are, for at
+most ``gather_s``. A write under no load (last group < 4) never waits.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ class StoreGateway:
         *,
         audit_flush_s: float = 0.05,
         max_group: int = 2000,
+        gather_s: float = 0.004,
         reader: Callable[[], Store] | None = None,
         readers: int = 2,
     ):
@@ -77,6 +86,10 @@ class StoreGateway:
         self._audit_task: asyncio.Task[None] | None = None
         self._audit_flush_s = audit_flush_s
         self._max_group = max_group
+        self._gather_s = gather_s
+        self._last_group = 0  # writes in the last group committed
+        self._gathered: asyncio.Event | None = None  # set when ``_want`` writes wait
+        self._want = 0
         self._listeners: list[Callable[[list[InboundRecord], BatchResult], None]] = []
         self.batches = 0
 
@@ -132,6 +145,8 @@ class StoreGateway:
             create_only,
         )
         self._pending.append(w)
+        if self._gathered is not None and len(self._pending) >= self._want:
+            self._gathered.set()
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain())
         return await w.future
@@ -162,9 +177,24 @@ class StoreGateway:
             group.append(self._pending.pop(0))
         return group
 
+    async def _gather(self) -> None:
+        """Under load, wait up to ``gather_s`` for half as many writes as the last group."""
+        want = self._last_group
+        if self._gather_s <= 0 or want < 4 or not self._pending or len(self._pending) >= want:
+            return
+        self._want, self._gathered = want, asyncio.Event()
+        try:
+            await asyncio.wait_for(self._gathered.wait(), self._gather_s)
+        except TimeoutError:
+            pass
+        finally:
+            self._gathered = None
+
     async def _drain(self) -> None:
         while self._pending or self._audit:
+            await self._gather()
             group = self._take_group()
+            self._last_group = len(group)
             audit, self._audit = self._audit, []
             records = [r for w in group for r in w.records]
             create_only = {r.rid for w in group if w.create_only for r in w.records}

@@ -21,6 +21,8 @@ class Settings:
     ``issuer`` / ``audience``: checked when set. ``dev``: development mode (never by default).
     ``sim_rate`` / ``sim_burst``: simulations per second and burst per principal (token bucket).
     ``audit_flush_s``: the longest an audit event of a read waits before it is journaled (s).
+    ``write_gather_s``: under write load, the longest a group commit waits for the writes of
+    the clients answered by the last one (s; 0: never waits; ``serve.gateway``).
     ``state_preload``: twins whose current state is loaded into the cache at start-up.
     ``duckdb_threads``: DuckDB's worker threads for a DuckDB store the server opens (0: DuckDB's
     default, one per core). The server's parallelism is across requests; one thread per query
@@ -36,6 +38,7 @@ class Settings:
     sim_rate: float = 0.5
     sim_burst: int = 3
     audit_flush_s: float = 0.05
+    write_gather_s: float = 0.004
     export_dir: str | None = None
     base_url: str = ""
     leeway_s: int = 30
