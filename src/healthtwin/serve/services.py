@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from healthtwin.serve import queries
 from healthtwin.serve.gateway import StoreGateway
 from healthtwin.serve.settings import Settings
@@ -65,18 +67,25 @@ class Subscriber:
 
 
 class ChangeFeed:
-    """Fan-out of committed changes and alerts to SSE subscribers (this process).
+    """Fan-out of committed changes and alerts to SSE subscribers.
 
-    Notices are built from what the gateway commits. With several worker processes
-    (PostgreSQL), a subscriber sees the writes made through its own worker only; see
-    docs/server.md.
+    On DuckDB (one server process) notices are built from what the gateway commits
+    (``on_commit``). On PostgreSQL (``from_journal``) they are built from the journal instead
+    (``on_journal``, fed by :class:`CommitWatcher`), for every process's commits, this one's
+    included: a subscriber on one worker sees the writes made through every other worker and
+    by a CLI ingest, each once, in commit order.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, from_journal: bool = False) -> None:
         self._subs: dict[str, list[Subscriber]] = {}
+        self.from_journal = from_journal
+        #: the subscribed subjects, replaced (never mutated) on each change: another thread
+        #: (the commit watcher) may read it at any time
+        self.subjects: frozenset[str] = frozenset()
 
     def subscribe(self, sub: Subscriber) -> None:
         self._subs.setdefault(sub.subject, []).append(sub)
+        self.subjects = frozenset(self._subs)
 
     def unsubscribe(self, sub: Subscriber) -> None:
         lst = self._subs.get(sub.subject, [])
@@ -84,6 +93,7 @@ class ChangeFeed:
             lst.remove(sub)
         if not lst:
             self._subs.pop(sub.subject, None)
+        self.subjects = frozenset(self._subs)
 
     def publish(self, subject: str, note: dict[str, Any]) -> None:
         for s in self._subs.get(subject, ()):
@@ -94,61 +104,114 @@ class ChangeFeed:
                     s.dropped += 1
 
     def on_commit(self, records: list[InboundRecord], res: BatchResult) -> None:
-        if not self._subs:
+        """This process's committed batch (the gateway's listener)."""
+        if self.from_journal or not self._subs:
             return
         when = res.recorded_at.replace(tzinfo=UTC).isoformat()
         for rec in records:
             subj = rec.rid if rec.rtype == "Patient" else rec.subject
             if subj is None or subj not in self._subs:
                 continue
-            codes = sorted({f.code for f in rec.facts})
-            kind = "record.deleted" if rec.deleted else "record.changed"
-            values = [
-                {
-                    "code": f.code,
-                    "value": f.num_canonical if f.num_canonical is not None else f.num,
-                    "unit": f.unit_canonical or f.unit,
-                    "effective": f.effective.isoformat() if f.effective else None,
-                }
+            facts = [
+                (f.code, f.num, f.unit, f.num_canonical, f.unit_canonical, f.effective)
                 for f in rec.facts
             ]
-            self.publish(
-                subj,
-                {
-                    "event": kind,
-                    "rid": rec.rid,
-                    "type": rec.rtype,
-                    "codes": codes,
-                    "values": values,
-                    "recorded_at": when,
-                    "batch_id": res.batch_id,
-                },
+            self.publish_record(subj, rec.rid, rec.rtype, rec.deleted, facts, when, res.batch_id)
+
+    def on_journal(self, changes: list[dict[str, Any]], facts: dict[tuple[str, int], Any]) -> None:
+        """Record events read from the journal (``PostgresStore.changes_since``) and the facts
+        of the versions they wrote, ``(rid, version) -> [(code, num, unit, num_canonical,
+        unit_canonical, effective)]`` (read by the watcher for subscribed subjects only)."""
+        for c in changes:
+            rec = record_change(c)
+            if rec is None:
+                continue
+            subj, rid, rtype, version, deleted = rec
+            if subj not in self._subs:
+                continue
+            when = _utc(c["recorded_at"]).isoformat()
+            self.publish_record(
+                subj, rid, rtype, deleted, facts.get((rid, version), []), when, c["batch_id"]
             )
-            for f in rec.facts:
-                if f.code not in queries.GLUCOSE_CODES or f.unit_canonical != "mg/dL":
-                    continue
-                v = f.num_canonical
-                if v is None:
-                    continue
-                level = next((lv for thr, _d, lv in ALERT_RULES if v < thr), None)
-                if level is None:
-                    level = next((lv for thr, _d, lv in HIGH_RULES if v > thr), None)
-                if level is not None:
-                    self.publish(
-                        subj,
-                        {
-                            "event": "alert",
-                            "level": level,
-                            "rule": "glucose thresholds (mg/dL): <54 urgent-low, <70 low, "
-                            ">180 high, >250 very-high",
-                            "rid": rec.rid,
-                            "codes": [f.code],
-                            "value": v,
-                            "unit": "mg/dL",
-                            "effective": f.effective.isoformat() if f.effective else None,
-                            "recorded_at": when,
-                        },
-                    )
+
+    def publish_record(
+        self,
+        subj: str,
+        rid: str,
+        rtype: str,
+        deleted: bool,
+        facts: list[tuple[Any, ...]],
+        when: str,
+        batch_id: str,
+    ) -> None:
+        """Publish one written record version (and its glucose alerts) to ``subj``'s
+        subscribers. ``facts``: (code, num, unit, num_canonical, unit_canonical, effective)."""
+        effective = [_utc(f[5]).isoformat() if f[5] is not None else None for f in facts]
+        self.publish(
+            subj,
+            {
+                "event": "record.deleted" if deleted else "record.changed",
+                "rid": rid,
+                "type": rtype,
+                "codes": sorted({f[0] for f in facts}),
+                "values": [
+                    {
+                        "code": f[0],
+                        "value": f[3] if f[3] is not None else f[1],
+                        "unit": f[4] or f[2],
+                        "effective": eff,
+                    }
+                    for f, eff in zip(facts, effective, strict=True)
+                ],
+                "recorded_at": when,
+                "batch_id": batch_id,
+            },
+        )
+        for f, eff in zip(facts, effective, strict=True):
+            code, v = f[0], f[3]
+            if code not in queries.GLUCOSE_CODES or f[4] != "mg/dL" or v is None:
+                continue
+            level = next((lv for thr, _d, lv in ALERT_RULES if v < thr), None)
+            if level is None:
+                level = next((lv for thr, _d, lv in HIGH_RULES if v > thr), None)
+            if level is not None:
+                self.publish(
+                    subj,
+                    {
+                        "event": "alert",
+                        "level": level,
+                        "rule": "glucose thresholds (mg/dL): <54 urgent-low, <70 low, "
+                        ">180 high, >250 very-high",
+                        "rid": rid,
+                        "codes": [code],
+                        "value": v,
+                        "unit": "mg/dL",
+                        "effective": eff,
+                        "recorded_at": when,
+                    },
+                )
+
+
+def _utc(ts: datetime) -> datetime:
+    """A timestamp as aware UTC (the stores keep naive UTC)."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+_RECORD_KINDS = ("record.created", "record.updated", "record.deleted")
+
+
+def record_change(c: dict[str, Any]) -> tuple[str, str, str, int, bool] | None:
+    """(subject, rid, type, version, deleted) of a journal record event, else None."""
+    if c["kind"] not in _RECORD_KINDS:
+        return None
+    p = c["payload"]
+    if isinstance(p, str):
+        p = orjson.loads(p)
+    rid, rtype = p["rid"], p["type"]
+    subj = rid if rtype == "Patient" else c["subject"]
+    if subj is None:
+        return None
+    return str(subj), str(rid), str(rtype), int(p["version"]), c["kind"] == "record.deleted"
 
 
 class StateCache:
@@ -352,18 +415,22 @@ class Exports:
 
 
 class CommitWatcher:
-    """Invalidates the state cache for commits made by other processes (PostgreSQL only).
+    """Follows the commits of every process (PostgreSQL only): invalidates the state cache
+    for commits made by other processes, and feeds the SSE change feed.
 
     A thread of its own listens on the store's commit channel (``PostgresStore.watch``, one
     NOTIFY per committed batch) with its own connection, reads what changed
-    (``changes_since``) and hands each touched subject to the event loop. A change whose
-    subject is unknown (a record without one) clears the whole cache. Reads are fresh again
-    once the notification has arrived (milliseconds on one host).
+    (``changes_since``) and, for the record events of subjects someone subscribed to, the
+    facts of the versions written; then hands them to the event loop, in commit order. A
+    change whose subject is unknown (a record without one) clears the whole cache. Reads are
+    fresh again, and subscribers notified, once the notification has arrived (milliseconds
+    on one host).
     """
 
-    def __init__(self, url: str, cache: StateCache) -> None:
+    def __init__(self, url: str, cache: StateCache, feed: ChangeFeed | None = None) -> None:
         self.url = url
         self.cache = cache
+        self.feed = feed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.notified = 0
@@ -380,7 +447,8 @@ class CommitWatcher:
             while changes := store.changes_since(last, limit=10_000):  # a big ingest: pages
                 last = max(int(c["seq"]) for c in changes)
                 self.notified += 1
-                loop.call_soon_threadsafe(self._apply, changes)
+                facts = self._facts(store, changes)
+                loop.call_soon_threadsafe(self._apply, changes, facts)
 
         def run() -> None:
             try:
@@ -400,13 +468,38 @@ class CommitWatcher:
         self._thread = threading.Thread(target=run, name="healthtwin-commit-watch", daemon=True)
         self._thread.start()
 
-    def _apply(self, changes: list[dict[str, Any]]) -> None:
+    def _facts(self, store: Any, changes: list[dict[str, Any]]) -> dict[tuple[str, int], Any]:
+        """Facts of the record versions written for subscribed subjects (watcher thread)."""
+        if self.feed is None or not self.feed.from_journal:
+            return {}
+        subjects = self.feed.subjects  # a frozen snapshot, replaced by the loop
+        wanted = {
+            (rc[1], rc[3])
+            for c in changes
+            if (rc := record_change(c)) is not None and rc[0] in subjects and not rc[4]
+        }
+        out: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
+        if not wanted:
+            return out
+        rows = store.read_sql(
+            "SELECT rid, version, code, num, unit, num_canonical, unit_canonical, effective "
+            "FROM facts WHERE rid = ANY(%s) ORDER BY rid, version, fkey",
+            [sorted({rid for rid, _v in wanted})],
+        )[1]
+        for rid, version, *fact in rows:
+            if (rid, int(version)) in wanted:
+                out.setdefault((rid, int(version)), []).append(tuple(fact))
+        return out
+
+    def _apply(self, changes: list[dict[str, Any]], facts: dict[tuple[str, int], Any]) -> None:
         for c in changes:
             if c["kind"].startswith("record.") and c["subject"] is None and c["twin_id"] is None:
                 self.cache.clear()
-                return
+                break
             for key in {c["subject"], c["twin_id"]} - {None}:
                 self.cache.invalidate(str(key))
+        if self.feed is not None and self.feed.from_journal:
+            self.feed.on_journal(changes, facts)
 
     def stop(self) -> None:
         self._stop.set()
@@ -421,7 +514,9 @@ class Services:
         self.settings = settings
         self.gateway = gateway
         self.limiter = RateLimiter(settings.sim_rate, settings.sim_burst)
-        self.feed = ChangeFeed()
+        postgres = settings.store.startswith(("postgresql://", "postgres://"))
+        # on PostgreSQL the feed follows the journal: every worker's commits (CommitWatcher)
+        self.feed = ChangeFeed(from_journal=postgres)
         gateway.on_commit(self.feed.on_commit)
         self._preload: asyncio.Task[None] | None = None
         # The current-state cache: this process's commits invalidate it directly; on
@@ -430,8 +525,8 @@ class Services:
         self.state_cache: StateCache | None = StateCache()
         gateway.on_commit(self.state_cache.on_commit)
         self._watcher: CommitWatcher | None = None
-        if settings.store.startswith(("postgresql://", "postgres://")):
-            self._watcher = CommitWatcher(settings.store, self.state_cache)
+        if postgres:
+            self._watcher = CommitWatcher(settings.store, self.state_cache, self.feed)
         self._tmp: str | None = None
         root = settings.export_dir
         if root is None:
