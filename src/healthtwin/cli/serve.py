@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -88,18 +90,29 @@ def register(group: click.Group) -> None:
             Settings.from_env(dev=dev).check()
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
-        uvicorn.run(
-            "healthtwin.serve.app:app_from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level=log_level,
-            access_log=False,
-            # open SSE streams never finish by themselves: on Ctrl-C wait this long (s), then
-            # cancel them and run the app's shutdown (audit flushed, store closed)
-            timeout_graceful_shutdown=3,
-        )
+        shared_exports = None
+        if workers > 1 and not os.environ.get("HEALTHTWIN_EXPORT_DIR"):
+            # one folder for the Bulk export jobs of all workers: a status poll may reach
+            # another worker than the kick-off (services.Exports)
+            shared_exports = tempfile.mkdtemp(prefix="healthtwin-export-")
+            os.environ["HEALTHTWIN_EXPORT_DIR"] = shared_exports
+        try:
+            uvicorn.run(
+                "healthtwin.serve.app:app_from_env",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                log_level=log_level,
+                access_log=False,
+                # open SSE streams never finish by themselves: on Ctrl-C wait this long (s),
+                # then cancel them and run the app's shutdown (audit flushed, store closed)
+                timeout_graceful_shutdown=3,
+            )
+        finally:
+            if shared_exports is not None:
+                shutil.rmtree(shared_exports, ignore_errors=True)
+                os.environ.pop("HEALTHTWIN_EXPORT_DIR", None)
 
     @group.command()
     @click.option("--sub", required=True, help="Who the token is for (user or client id).")

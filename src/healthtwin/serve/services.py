@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
+import re
 import shutil
 import tempfile
 import threading
@@ -351,12 +353,19 @@ class ExportJob:
 
 
 class Exports:
-    """Bulk Data ``$export`` jobs: files written in the background, kept until deleted."""
+    """Bulk Data ``$export`` jobs: files written in the background, kept until deleted.
+
+    Each job's state is also a file, ``ROOT/JOB/job.json`` (written at the start and at the
+    end, atomically), so that any process sharing ``root`` answers for it: with several
+    server workers the status poll and the downloads may reach another worker than the
+    kick-off, and with ``Settings.export_dir`` set, jobs outlive a restart. A job left
+    unfinished by a process that has ended reports that it was interrupted.
+    """
 
     def __init__(self, gateway: StoreGateway, root: Path) -> None:
         self.gateway = gateway
         self.root = root
-        self.jobs: dict[str, ExportJob] = {}
+        self.jobs: dict[str, ExportJob] = {}  # the jobs this process runs or ran
 
     def start(
         self,
@@ -371,13 +380,24 @@ class Exports:
         job = ExportJob(jid, owner, patient, types, since, request_url, self.root / jid)
         job.excluded = excluded
         job.transaction_time = datetime.now(UTC)
+        job.folder.mkdir(parents=True, exist_ok=True)
+        _save_job(job)
         self.jobs[jid] = job
         job.task = asyncio.create_task(self._run(job))
         return job
 
+    def get(self, job_id: str) -> ExportJob | None:
+        """The job, run here or by another process sharing ``root``; None if unknown."""
+        job = self.jobs.get(job_id)
+        if job is not None:
+            if (job.folder / "job.json").exists():
+                return job
+            self.delete(job)  # deleted through another process
+            return None
+        return _load_job(self.root / job_id) if _JOB_ID.fullmatch(job_id) else None
+
     async def _run(self, job: ExportJob) -> None:
         try:
-            job.folder.mkdir(parents=True, exist_ok=True)
             for rtype in job.types:
                 path = job.folder / f"{rtype}.ndjson"
                 n = 0
@@ -406,12 +426,70 @@ class Exports:
         except Exception as exc:  # reported to the client by the status endpoint
             job.error = f"{type(exc).__name__}: {exc}"
         job.done = True
+        if job.folder.is_dir():  # not deleted meanwhile
+            _save_job(job)
 
     def delete(self, job: ExportJob) -> None:
         if job.task is not None and not job.task.done():
             job.task.cancel()
         shutil.rmtree(job.folder, ignore_errors=True)
         self.jobs.pop(job.job_id, None)
+
+
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+_JOB_FIELDS = ("job_id", "owner", "patient", "types", "request_url", "done", "error", "files")
+
+
+def _save_job(job: ExportJob) -> None:
+    """Write ``job.json`` atomically (a reader sees the old or the new state, never half)."""
+    state: dict[str, Any] = {k: getattr(job, k) for k in _JOB_FIELDS}
+    state["excluded"] = job.excluded
+    state["since"] = job.since.isoformat() if job.since else None
+    state["transaction_time"] = job.transaction_time.isoformat() if job.transaction_time else None
+    state["started"] = job.started
+    state["pid"] = os.getpid()
+    tmp = job.folder / f".job.{os.getpid()}.tmp"
+    tmp.write_bytes(orjson.dumps(state))
+    os.replace(tmp, job.folder / "job.json")
+
+
+def _load_job(folder: Path) -> ExportJob | None:
+    try:
+        state = orjson.loads((folder / "job.json").read_bytes())
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    job = ExportJob(
+        state["job_id"],
+        state["owner"],
+        state["patient"],
+        list(state["types"]),
+        datetime.fromisoformat(state["since"]) if state["since"] else None,
+        state["request_url"],
+        folder,
+        started=float(state["started"]),
+        done=bool(state["done"]),
+        error=state["error"],
+        files=list(state["files"]),
+        excluded=list(state["excluded"]),
+        transaction_time=(
+            datetime.fromisoformat(state["transaction_time"]) if state["transaction_time"] else None
+        ),
+    )
+    if not job.done and not _alive(int(state["pid"])):
+        job.done = True
+        job.error = "the export was interrupted (its server process ended); start a new one"
+    return job
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id runs (on this host: the workers share it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class CommitWatcher:
@@ -564,5 +642,5 @@ class Services:
 
     async def owner_of_job(self, job_id: str) -> tuple[str | None, str | None]:
         """(owner sub, patient compartment) of an export job, (None, None) if unknown."""
-        job = self.exports.jobs.get(job_id)
+        job = self.exports.get(job_id)
         return (job.owner, job.patient) if job else (None, None)

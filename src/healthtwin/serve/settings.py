@@ -62,6 +62,7 @@ class Settings:
             issuer=env.get("HEALTHTWIN_JWT_ISSUER") or None,
             audience=env.get("HEALTHTWIN_JWT_AUDIENCE") or None,
             duckdb_threads=int(env.get("HEALTHTWIN_DUCKDB_THREADS", "1")),
+            export_dir=env.get("HEALTHTWIN_EXPORT_DIR") or None,
         )
         return replace(s, **overrides)  # type: ignore[arg-type]
 

@@ -213,11 +213,19 @@ async def export_patient(
     return await _kickoff(request, ctx, type_, since)
 
 
+def _job(request: Request, job: str) -> Any:
+    """The export job (this worker's or another's; the access guard has found it)."""
+    j = request.app.state.services.exports.get(job)
+    if j is None:  # deleted since the guard looked
+        raise Denied(404, f"no export job {job!r}")
+    return j
+
+
 @router.get("/$export-status/{job}", response_class=Response)
 @access("fhir.export.status", None, "r", compartment="job", shared=True)
 async def export_status(job: str, request: Request, ctx: Ctx) -> Response:
     """202 with X-Progress while running; 200 with the manifest when complete."""
-    j = request.app.state.services.exports.jobs[job]
+    j = _job(request, job)
     if not j.done:
         return Response(status_code=202, headers={"X-Progress": "in progress", "Retry-After": "1"})
     if j.error:
@@ -247,7 +255,7 @@ async def export_status(job: str, request: Request, ctx: Ctx) -> Response:
 async def export_delete(job: str, request: Request, ctx: Ctx) -> Response:
     """Cancel a job or delete its files."""
     svc = request.app.state.services
-    svc.exports.delete(svc.exports.jobs[job])
+    svc.exports.delete(_job(request, job))
     return Response(status_code=202)
 
 
@@ -257,7 +265,7 @@ async def export_file(
     job: str, name: Annotated[str, "file name"], request: Request, ctx: Ctx
 ) -> Response:
     """One NDJSON output file of a completed export."""
-    j = request.app.state.services.exports.jobs[job]
+    j = _job(request, job)
     f = next((f for f in j.files if f["name"] == name), None)
     if f is None:
         raise Denied(404, f"export {job} has no file {name!r}")
