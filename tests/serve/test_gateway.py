@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,13 @@ async def _load(gw: StoreGateway, first: int, n: int) -> list[Written]:
     return list(await asyncio.gather(*(gw.write(_obs(first + i)) for i in range(n))))
 
 
+def _run(coro: Any) -> Any:
+    """Run a coroutine on a fresh event loop in a thread of its own (another test in this
+    process, e.g. Playwright's sync API, may have left a loop marked running in this one)."""
+    with ThreadPoolExecutor(1) as ex:
+        return ex.submit(asyncio.run, coro).result()
+
+
 def _batches(store: DuckDBStore) -> int:
     (n,) = store.con.execute("SELECT count(*) FROM batches").fetchall()[0]
     return int(n)
@@ -74,7 +82,7 @@ def test_a_lone_write_after_a_big_group_waits_for_its_siblings(store: DuckDBStor
         finally:
             await gw.aclose()
 
-    first, second = asyncio.run(run())
+    first, second = _run(run())
     assert len({w.batch.batch_id for w in first}) == 1
     assert len({w.batch.batch_id for w in second}) == 1
     assert second[0].batch.created == 8
@@ -96,7 +104,7 @@ def test_the_wait_is_bounded(store: DuckDBStore) -> None:
         finally:
             await gw.aclose()
 
-    w = asyncio.run(run())
+    w = _run(run())
     assert w.batch.created == 1
     assert _batches(store) == 2
 
@@ -117,6 +125,6 @@ def test_no_wait_without_load_or_when_off(store: DuckDBStore, gather_s: float) -
         finally:
             await gw.aclose()
 
-    out = asyncio.run(run())
+    out = _run(run())
     assert all(w.batch.created == 1 for w in out)
     assert _batches(store) == (3 if gather_s else 5)
