@@ -4,13 +4,10 @@ search, $export confined to the permitted patient, and SSE updates on a real ser
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 
 import httpx
-import uvicorn
-from serve_helpers import PAT_A, PAT_B, auth, on_store
+from serve_helpers import PAT_A, PAT_B, auth, live_server, on_store
 
 from healthtwin.serve.app import create_app
 
@@ -160,24 +157,8 @@ def test_capability_statement_and_openapi(client) -> None:
     assert "Error" in spec["components"]["schemas"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_sse_receives_an_update_after_an_ingest(settings, store, token) -> None:
-    app = create_app(settings, store=store)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    th = threading.Thread(target=server.run, daemon=True)
-    th.start()
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            time.sleep(0.02)
-        base = f"http://127.0.0.1:{port}"
+    with live_server(create_app(settings, store=store)) as base:
         tok = token("patient/*.cruds", patient=PAT_A)
         got: list[tuple[str, dict]] = []
         with (
@@ -214,9 +195,6 @@ def test_sse_receives_an_update_after_an_ingest(settings, store, token) -> None:
         assert abs(got[2][1]["value"] - 2.5 * 180.156 / 10) < 0.01
         # the heart-rate observation was filtered out by code
         assert all(d.get("rid") != "Observation/sse-2" for _, d in got)
-    finally:
-        server.should_exit = True
-        th.join(10)
 
 
 def test_sse_cross_patient_is_403(client, token) -> None:

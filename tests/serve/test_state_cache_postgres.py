@@ -5,15 +5,12 @@ shows it once the notification has arrived, never the cached old value for long.
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 import uuid
 
 import httpx
-import uvicorn
 from fastapi.testclient import TestClient
-from serve_helpers import SECRET, _obs, auth, write_fixture_ndjson
+from serve_helpers import SECRET, _obs, auth, live_server, write_fixture_ndjson
 
 from healthtwin.serve.app import create_app
 from healthtwin.serve.auth import mint_token
@@ -71,13 +68,6 @@ def test_sse_sees_every_process_commit_once(pg_cluster, tmp_path) -> None:
         ingest_paths(st, [str(tmp_path / "two-patients.ndjson")])
     settings = Settings(store=url, jwt_secret=SECRET, audit_flush_s=0.01)
     tok = mint_token(SECRET, sub="t", scope="patient/*.cruds", patient="pat-a")
-    app = create_app(settings)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    th = threading.Thread(target=server.run, daemon=True)
-    th.start()
 
     def other_write(oid: str, value: float) -> None:
         obs = _obs(oid, "pat-a", "2339-0", value, "mg/dL", "2025-06-01T08:00:00Z")
@@ -87,45 +77,37 @@ def test_sse_sees_every_process_commit_once(pg_cluster, tmp_path) -> None:
             other.write_batch(acc, source="other process")
 
     got: list[tuple[str, dict]] = []
-    try:
-        for _ in range(500):
-            if server.started:
+    with (
+        live_server(create_app(settings)) as base,
+        httpx.Client(base_url=base, timeout=20) as c,
+        c.stream("GET", "/twins/Patient/pat-a/events", headers=auth(tok)) as resp,
+    ):
+        assert resp.status_code == 200
+        event = None
+        deadline = time.monotonic() + 30.0  # checked at each line (keep-alives: 15 s)
+        for line in resp.iter_lines():
+            if time.monotonic() > deadline:
                 break
-            time.sleep(0.02)
-        base = f"http://127.0.0.1:{port}"
-        with (
-            httpx.Client(base_url=base, timeout=20) as c,
-            c.stream("GET", "/twins/Patient/pat-a/events", headers=auth(tok)) as resp,
-        ):
-            assert resp.status_code == 200
-            event = None
-            deadline = time.monotonic() + 30.0  # checked at each line (keep-alives: 15 s)
-            for line in resp.iter_lines():
-                if time.monotonic() > deadline:
-                    break
-                if line.startswith("event:"):
-                    event = line.split(":", 1)[1].strip()
-                    continue
-                if not (line.startswith("data:") and event):
-                    continue
-                data = json.loads(line[5:])
-                got.append((event, data))
-                if event == "ready":
-                    other_write("sse-other-low", 45.0)  # urgent low
-                elif data.get("rid") == "Observation/sse-other-low" and event == "alert":
-                    own = _obs("sse-own", "pat-a", "2339-0", 100.0, "mg/dL", "2025-06-01T09:00:00Z")
-                    r = httpx.post(
-                        f"{base}/fhir/Observation",
-                        content=json.dumps(own),
-                        headers={**auth(tok), "Content-Type": "application/fhir+json"},
-                    )
-                    assert r.status_code == 201, r.text
-                    other_write("sse-sentinel", 110.0)
-                elif data.get("rid") == "Observation/sse-sentinel":
-                    break
-    finally:
-        server.should_exit = True
-        th.join(10)
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+                continue
+            if not (line.startswith("data:") and event):
+                continue
+            data = json.loads(line[5:])
+            got.append((event, data))
+            if event == "ready":
+                other_write("sse-other-low", 45.0)  # urgent low
+            elif data.get("rid") == "Observation/sse-other-low" and event == "alert":
+                own = _obs("sse-own", "pat-a", "2339-0", 100.0, "mg/dL", "2025-06-01T09:00:00Z")
+                r = httpx.post(
+                    f"{base}/fhir/Observation",
+                    content=json.dumps(own),
+                    headers={**auth(tok), "Content-Type": "application/fhir+json"},
+                )
+                assert r.status_code == 201, r.text
+                other_write("sse-sentinel", 110.0)
+            elif data.get("rid") == "Observation/sse-sentinel":
+                break
     seen = [(k, d.get("rid")) for k, d in got]
     assert seen == [
         ("ready", None),
