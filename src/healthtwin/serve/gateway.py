@@ -12,9 +12,10 @@ Under load, a group can wait briefly for its siblings (``gather_s``, like Postgr
 ``commit_delay``/``commit_siblings``). Without it, closed-loop clients fall into a rhythm of
 alternate groups of one write and of all the others (measured with 32 clients: groups of 1
 and 31, each costing a whole commit): the lone write reaches an idle store just before the
-other clients, answered by the last commit, send their next writes. So when the writes
-waiting are fewer than half of the last group, the next group waits until they are, for at
-most ``gather_s``. A write under no load (last group < 4) never waits.
+other clients, answered by the last commit, send their next writes. So when fewer writes
+wait than the last group held, the next group waits until as many wait, for at most
+``gather_s`` (a group that then comes out smaller sets a smaller target for the next). A
+write under no load (last group < 4 writes) never waits.
 """
 
 from __future__ import annotations
@@ -178,7 +179,8 @@ class StoreGateway:
         return group
 
     async def _gather(self) -> None:
-        """Under load, wait up to ``gather_s`` for half as many writes as the last group."""
+        """Under load, wait up to ``gather_s`` until as many writes wait as the last group
+        held (see the module docstring)."""
         want = self._last_group
         if self._gather_s <= 0 or want < 4 or not self._pending or len(self._pending) >= want:
             return

@@ -22,7 +22,9 @@ class Settings:
     ``sim_rate`` / ``sim_burst``: simulations per second and burst per principal (token bucket).
     ``audit_flush_s``: the longest an audit event of a read waits before it is journaled (s).
     ``write_gather_s``: under write load, the longest a group commit waits for the writes of
-    the clients answered by the last one (s; 0: never waits; ``serve.gateway``).
+    the clients answered by the last one (s; 0: never waits; ``serve.gateway``;
+    ``HEALTHTWIN_WRITE_GATHER_S``). ``export_dir``: Bulk export files and job states
+    (``HEALTHTWIN_EXPORT_DIR``; default a temporary folder per server).
     ``state_preload``: twins whose current state is loaded into the cache at start-up.
     ``duckdb_threads``: DuckDB's worker threads for a DuckDB store the server opens (0: DuckDB's
     default, one per core). The server's parallelism is across requests; one thread per query
@@ -63,6 +65,7 @@ class Settings:
             audience=env.get("HEALTHTWIN_JWT_AUDIENCE") or None,
             duckdb_threads=int(env.get("HEALTHTWIN_DUCKDB_THREADS", "1")),
             export_dir=env.get("HEALTHTWIN_EXPORT_DIR") or None,
+            write_gather_s=float(env.get("HEALTHTWIN_WRITE_GATHER_S", "0.004")),
         )
         return replace(s, **overrides)  # type: ignore[arg-type]
 
