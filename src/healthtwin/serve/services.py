@@ -203,8 +203,9 @@ _RECORD_KINDS = ("record.created", "record.updated", "record.deleted")
 
 
 def record_change(c: dict[str, Any]) -> tuple[str, str, str, int, bool] | None:
-    """(subject, rid, type, version, deleted) of a journal record event, else None."""
-    if c["kind"] not in _RECORD_KINDS:
+    """(subject, rid, type, version, deleted) of a journal record event, else None (also
+    when read without its payload: no one subscribed when the watcher read it)."""
+    if c["kind"] not in _RECORD_KINDS or "payload" not in c:
         return None
     p = c["payload"]
     if isinstance(p, str):
@@ -522,7 +523,10 @@ class CommitWatcher:
 
         def catch_up() -> None:
             nonlocal last
-            while changes := store.changes_since(last, limit=10_000):  # a big ingest: pages
+            # payloads (which record versions) only while someone subscribes to changes
+            while changes := store.changes_since(
+                last, limit=10_000, payload=bool(self.feed is not None and self.feed.subjects)
+            ):  # a big ingest: pages
                 last = max(int(c["seq"]) for c in changes)
                 self.notified += 1
                 facts = self._facts(store, changes)

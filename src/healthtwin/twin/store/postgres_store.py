@@ -257,16 +257,19 @@ class PostgresStore(Store):
 
         return heads()
 
-    def changes_since(self, seq: int, limit: int = 10_000) -> list[dict[str, Any]]:
+    def changes_since(
+        self, seq: int, limit: int = 10_000, *, payload: bool = True
+    ) -> list[dict[str, Any]]:
         """Journal events after ``seq`` (oldest first, at most ``limit``): seq, kind,
-        twin_id, subject, batch_id, recorded_at and payload (canonical JSON text); what a
-        ``watch`` listener reads after a notification."""
+        twin_id, subject, batch_id, recorded_at and (with ``payload``) payload (canonical JSON
+        text); what a ``watch`` listener reads after a notification."""
+        keys: tuple[str, ...] = ("seq", "kind", "twin_id", "subject", "batch_id", "recorded_at")
+        if payload:
+            keys += ("payload",)
         rows = self._all(
-            "SELECT seq, kind, twin_id, subject, batch_id, recorded_at, payload FROM journal "
-            "WHERE seq > %s ORDER BY seq LIMIT %s",
+            f"SELECT {', '.join(keys)} FROM journal WHERE seq > %s ORDER BY seq LIMIT %s",
             [seq, limit],
         )
-        keys = ("seq", "kind", "twin_id", "subject", "batch_id", "recorded_at", "payload")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def _live(self) -> psycopg.Connection[Any]:
