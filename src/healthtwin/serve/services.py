@@ -521,12 +521,21 @@ class CommitWatcher:
         rows = store.read_sql("SELECT coalesce(max(seq), 0) FROM journal")[1]
         last = int(rows[0][0])
 
+        def subscribed() -> bool:
+            return self.feed is not None and bool(self.feed.subjects)
+
         def catch_up() -> None:
             nonlocal last
-            # payloads (which record versions) only while someone subscribes to changes
-            while changes := store.changes_since(
-                last, limit=10_000, payload=bool(self.feed is not None and self.feed.subjects)
-            ):  # a big ingest: pages
+            while True:  # a big ingest: pages
+                # payloads (which record versions) only while someone subscribes to changes;
+                # read again with them when a subscription came while the page was read (its
+                # commits may be newer than the subscription)
+                with_payload = subscribed()
+                changes = store.changes_since(last, limit=10_000, payload=with_payload)
+                if not with_payload and subscribed():
+                    changes = store.changes_since(last, limit=10_000, payload=True)
+                if not changes:
+                    return
                 last = max(int(c["seq"]) for c in changes)
                 self.notified += 1
                 facts = self._facts(store, changes)
