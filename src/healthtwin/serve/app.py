@@ -130,6 +130,10 @@ def create_app(
             await gw.aclose()
             if own:
                 st.close()
+            if settle is not None:
+                # back to the collector: frozen objects are never freed at interpreter exit
+                # (and DuckDB's bindings then report its type objects as leaked)
+                gc.unfreeze()
 
     app = FastAPI(
         title="healthtwin",
