@@ -438,6 +438,7 @@ class Exports:
 
 
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
+_INTERRUPTED = "the export was interrupted (its server process ended); start a new one"
 _JOB_FIELDS = ("job_id", "owner", "patient", "types", "request_url", "done", "error", "files")
 
 
@@ -478,7 +479,7 @@ def _load_job(folder: Path) -> ExportJob | None:
     )
     if not job.done and not _alive(int(state["pid"])):
         job.done = True
-        job.error = "the export was interrupted (its server process ended); start a new one"
+        job.error = _INTERRUPTED
     return job
 
 
@@ -646,6 +647,10 @@ class Services:
                 job.task.cancel()
                 with contextlib.suppress(BaseException):
                     await job.task
+                if not job.done and job.folder.is_dir():
+                    # said here: a restarted server may get this process's id again
+                    job.done, job.error = True, _INTERRUPTED
+                    _save_job(job)
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
