@@ -123,18 +123,18 @@ class ChangeFeed:
     def on_journal(self, changes: list[dict[str, Any]], facts: dict[tuple[str, int], Any]) -> None:
         """Record events read from the journal (``PostgresStore.changes_since``) and the facts
         of the versions they wrote, ``(rid, version) -> [(code, num, unit, num_canonical,
-        unit_canonical, effective)]`` (read by the watcher for subscribed subjects only)."""
+        unit_canonical, effective)]`` (read by the watcher for subscribed subjects only: a
+        version without an entry, its subject subscribed since, predates the subscription)."""
         for c in changes:
             rec = record_change(c)
             if rec is None:
                 continue
             subj, rid, rtype, version, deleted = rec
-            if subj not in self._subs:
+            values = facts.get((rid, version))
+            if subj not in self._subs or (values is None and not deleted):
                 continue
             when = _utc(c["recorded_at"]).isoformat()
-            self.publish_record(
-                subj, rid, rtype, deleted, facts.get((rid, version), []), when, c["batch_id"]
-            )
+            self.publish_record(subj, rid, rtype, deleted, values or [], when, c["batch_id"])
 
     def publish_record(
         self,
@@ -570,7 +570,7 @@ class CommitWatcher:
             for c in changes
             if (rc := record_change(c)) is not None and rc[0] in subjects and not rc[4]
         }
-        out: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
+        out: dict[tuple[str, int], list[tuple[Any, ...]]] = {k: [] for k in wanted}
         if not wanted:
             return out
         rows = store.read_sql(
@@ -580,7 +580,7 @@ class CommitWatcher:
         )[1]
         for rid, version, *fact in rows:
             if (rid, int(version)) in wanted:
-                out.setdefault((rid, int(version)), []).append(tuple(fact))
+                out[(rid, int(version))].append(tuple(fact))
         return out
 
     def _apply(self, changes: list[dict[str, Any]], facts: dict[tuple[str, int], Any]) -> None:
