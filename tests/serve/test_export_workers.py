@@ -159,3 +159,48 @@ def test_serve_with_two_workers_shares_export_jobs(pg_cluster, tmp_path) -> None
     finally:
         srv.terminate()
         srv.wait(30)
+
+
+def test_a_job_stopped_at_shutdown_says_so_after_a_restart_with_the_same_pid(tmp_path) -> None:
+    """A server stopped while its export runs, then started again in a process with the
+    same id (a container's PID 1; here: this process): the job reports that it was
+    interrupted, never "in progress" for ever (the dead-process check cannot see it)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from healthtwin.serve.gateway import StoreGateway
+    from healthtwin.serve.services import Exports, Services
+    from healthtwin.twin.store.duckdb_store import DuckDBStore
+
+    write_fixture_ndjson(tmp_path)
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    st = DuckDBStore(tmp_path / "x.duckdb")
+    ingest_paths(st, [str(tmp_path / "two-patients.ndjson")])
+    settings = Settings(store=str(tmp_path / "x.duckdb"), export_dir=str(exports))
+
+    async def first_run() -> str:
+        gw = StoreGateway(st)
+        svc = Services(settings, gw)
+        await svc.start()
+        job = svc.exports.start("a", None, ["Patient", "Observation"], [], None, "u")
+        await asyncio.sleep(0)  # the export task has begun
+        await svc.stop()  # shutdown: the running export is cancelled
+        await gw.aclose()
+        return job.job_id
+
+    async def restarted(job_id: str) -> tuple[bool, str | None]:
+        gw = StoreGateway(st)
+        try:
+            j = Exports(gw, exports).get(job_id)
+            assert j is not None
+            return j.done, j.error
+        finally:
+            await gw.aclose()
+
+    with ThreadPoolExecutor(1) as ex:
+        job_id = ex.submit(asyncio.run, first_run()).result()
+        done, error = ex.submit(asyncio.run, restarted(job_id)).result()
+    st.close()
+    assert done
+    assert error is not None and "interrupted" in error

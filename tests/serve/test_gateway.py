@@ -128,3 +128,27 @@ def test_no_wait_without_load_or_when_off(store: DuckDBStore, gather_s: float) -
     out = _run(run())
     assert all(w.batch.created == 1 for w in out)
     assert _batches(store) == (3 if gather_s else 5)
+
+
+def test_closing_while_a_write_gathers_writes_no_empty_batch(store: DuckDBStore) -> None:
+    """``aclose`` while the store task waits for siblings: the pending write commits once,
+    and the closing drain, finding nothing left, writes no empty batch of its own."""
+
+    async def run() -> Written:
+        gw = StoreGateway(store, gather_s=0.2)
+        await _load(gw, 0, 8)
+        lone = asyncio.ensure_future(gw.write(_obs(100)))
+        for _ in range(5):  # the store task is now gathering (waiting for 8)
+            await asyncio.sleep(0)
+        assert not lone.done()
+        await gw.aclose()
+        return await lone
+
+    w = _run(run())
+    assert w.batch.created == 1
+    (empty,) = store.con.execute(
+        "SELECT count(*) FROM batches WHERE created + updated + deleted + unchanged "
+        "+ quarantined = 0"
+    ).fetchall()[0]
+    assert empty == 0
+    assert _batches(store) == 2

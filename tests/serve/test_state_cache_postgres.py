@@ -121,3 +121,38 @@ def test_sse_sees_every_process_commit_once(pg_cluster, tmp_path) -> None:
         {"code": "2339-0", "value": 45.0, "unit": "mg/dL", "effective": "2025-06-01T08:00:00+00:00"}
     ]
     assert got[2][1]["level"] == "urgent-low"
+
+
+def test_a_subscription_made_while_the_watcher_reads_gets_no_empty_notice(
+    pg_cluster, tmp_path
+) -> None:
+    """The watcher reads a page, then the facts for the subjects subscribed then; a subject
+    subscribed after that (before the page reaches the event loop) must not get a notice
+    for that page without its values (the commits predate its subscription)."""
+    from healthtwin.serve.services import ChangeFeed, CommitWatcher, StateCache, Subscriber
+
+    url = f"{pg_cluster.url}?schema=race_{uuid.uuid4().hex[:8]}"
+    write_fixture_ndjson(tmp_path)
+    with open_store(url) as st:
+        ingest_paths(st, [str(tmp_path / "two-patients.ndjson")])
+        feed = ChangeFeed(from_journal=True)
+        watcher = CommitWatcher(url, StateCache(), feed)
+        other_sub = Subscriber("Patient/pat-b", None, None)
+        feed.subscribe(other_sub)  # someone subscribes: the watcher reads payloads
+        last = int(st.read_sql("SELECT max(seq) FROM journal")[1][0][0])
+        obs = _obs("race-low", "pat-a", "2339-0", 45.0, "mg/dL", "2025-06-01T08:00:00Z")
+        acc, rej = convert_records(list(read_text("other", json.dumps(obs), ndjson=True)))
+        assert not rej
+        st.write_batch(acc, source="other process")
+        # the watcher thread's steps, in order, with the subscription falling between them
+        changes = st.changes_since(last, payload=bool(feed.subjects))
+        facts = watcher._facts(st, changes)
+        late = Subscriber("Patient/pat-a", None, None)
+        feed.subscribe(late)
+        watcher._apply(changes, facts)  # on the event loop, later
+    notes = []
+    while not late.queue.empty():
+        notes.append(late.queue.get_nowait())
+    changed = [n for n in notes if n["event"] == "record.changed"]
+    assert all(n["values"] for n in changed), notes
+    assert other_sub.queue.empty()

@@ -195,6 +195,8 @@ class StoreGateway:
     async def _drain(self) -> None:
         while self._pending or self._audit:
             await self._gather()
+            if not self._pending and not self._audit:  # aclose drains too: taken meanwhile
+                continue
             group = self._take_group()
             self._last_group = len(group)
             audit, self._audit = self._audit, []

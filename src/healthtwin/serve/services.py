@@ -123,18 +123,18 @@ class ChangeFeed:
     def on_journal(self, changes: list[dict[str, Any]], facts: dict[tuple[str, int], Any]) -> None:
         """Record events read from the journal (``PostgresStore.changes_since``) and the facts
         of the versions they wrote, ``(rid, version) -> [(code, num, unit, num_canonical,
-        unit_canonical, effective)]`` (read by the watcher for subscribed subjects only)."""
+        unit_canonical, effective)]`` (read by the watcher for subscribed subjects only: a
+        version without an entry, its subject subscribed since, predates the subscription)."""
         for c in changes:
             rec = record_change(c)
             if rec is None:
                 continue
             subj, rid, rtype, version, deleted = rec
-            if subj not in self._subs:
+            values = facts.get((rid, version))
+            if subj not in self._subs or (values is None and not deleted):
                 continue
             when = _utc(c["recorded_at"]).isoformat()
-            self.publish_record(
-                subj, rid, rtype, deleted, facts.get((rid, version), []), when, c["batch_id"]
-            )
+            self.publish_record(subj, rid, rtype, deleted, values or [], when, c["batch_id"])
 
     def publish_record(
         self,
@@ -438,6 +438,7 @@ class Exports:
 
 
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
+_INTERRUPTED = "the export was interrupted (its server process ended); start a new one"
 _JOB_FIELDS = ("job_id", "owner", "patient", "types", "request_url", "done", "error", "files")
 
 
@@ -478,7 +479,7 @@ def _load_job(folder: Path) -> ExportJob | None:
     )
     if not job.done and not _alive(int(state["pid"])):
         job.done = True
-        job.error = "the export was interrupted (its server process ended); start a new one"
+        job.error = _INTERRUPTED
     return job
 
 
@@ -569,7 +570,7 @@ class CommitWatcher:
             for c in changes
             if (rc := record_change(c)) is not None and rc[0] in subjects and not rc[4]
         }
-        out: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
+        out: dict[tuple[str, int], list[tuple[Any, ...]]] = {k: [] for k in wanted}
         if not wanted:
             return out
         rows = store.read_sql(
@@ -579,7 +580,7 @@ class CommitWatcher:
         )[1]
         for rid, version, *fact in rows:
             if (rid, int(version)) in wanted:
-                out.setdefault((rid, int(version)), []).append(tuple(fact))
+                out[(rid, int(version))].append(tuple(fact))
         return out
 
     def _apply(self, changes: list[dict[str, Any]], facts: dict[tuple[str, int], Any]) -> None:
@@ -646,6 +647,10 @@ class Services:
                 job.task.cancel()
                 with contextlib.suppress(BaseException):
                     await job.task
+                if not job.done and job.folder.is_dir():
+                    # said here: a restarted server may get this process's id again
+                    job.done, job.error = True, _INTERRUPTED
+                    _save_job(job)
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
