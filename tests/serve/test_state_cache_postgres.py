@@ -156,3 +156,47 @@ def test_a_subscription_made_while_the_watcher_reads_gets_no_empty_notice(
     changed = [n for n in notes if n["event"] == "record.changed"]
     assert all(n["values"] for n in changed), notes
     assert other_sub.queue.empty()
+
+
+def test_watcher_survives_a_dropped_connection(pg_cluster, tmp_path) -> None:
+    """The watcher's listening connection is killed on the server side (as a database restart
+    or a network drop would): it retries, and the cache again follows other processes."""
+    url = f"{pg_cluster.url}?schema=drop_{uuid.uuid4().hex[:8]}"
+    write_fixture_ndjson(tmp_path)
+    with open_store(url) as st:
+        ingest_paths(st, [str(tmp_path / "two-patients.ndjson")])
+    settings = Settings(store=url, jwt_secret=SECRET, audit_flush_s=0.01)
+    tok = mint_token(SECRET, sub="t", scope="user/*.cruds")
+    with TestClient(create_app(settings)) as client:
+        watcher = client.app.state.services._watcher
+        assert watcher is not None
+        assert _glucose(client, tok) == 120.0
+        with open_store(url) as admin:
+            killed: list = []
+            for _ in range(100):  # the watcher listens within moments of start-up
+                killed = admin.read_sql(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE query ILIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
+                )[1]
+                if killed:
+                    break
+                time.sleep(0.05)
+            assert killed, "no listening connection found"
+        deadline = time.monotonic() + 10.0
+        while watcher.errors == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert watcher.errors >= 1
+        other = open_store(url)
+        try:
+            newer = _obs("obs-a-drop", "pat-a", "2339-0", 333.0, "mg/dL", "2025-07-01T08:00:00Z")
+            acc, rej = convert_records(list(read_text("other", json.dumps(newer), ndjson=True)))
+            assert not rej
+            other.write_batch(acc, source="other process")
+        finally:
+            other.close()
+        deadline = time.monotonic() + 10.0
+        seen = _glucose(client, tok)
+        while seen != 333.0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            seen = _glucose(client, tok)
+        assert seen == 333.0

@@ -126,14 +126,16 @@ def create_app(
                 settle.cancel()
                 with contextlib.suppress(BaseException):
                     await settle
-            await app.state.services.stop()
-            await gw.aclose()
-            if own:
-                st.close()
-            if settle is not None:
-                # back to the collector: frozen objects are never freed at interpreter exit
-                # (and DuckDB's bindings then report its type objects as leaked)
-                gc.unfreeze()
+            try:
+                await app.state.services.stop()
+                await gw.aclose()
+                if own:
+                    st.close()
+            finally:
+                if settle is not None:
+                    # back to the collector: frozen objects are never freed at interpreter
+                    # exit (and DuckDB's bindings then report its type objects as leaked)
+                    gc.unfreeze()
 
     app = FastAPI(
         title="healthtwin",

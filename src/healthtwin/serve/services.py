@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import os
 import re
@@ -24,6 +25,8 @@ from healthtwin.serve.gateway import StoreGateway
 from healthtwin.serve.settings import Settings
 from healthtwin.twin.model import InboundRecord
 from healthtwin.twin.store.base import BatchResult
+
+_log = logging.getLogger(__name__)
 
 #: glucose alert thresholds (mg/dL): ADA level 1 and level 2 hypoglycaemia, hyperglycaemia
 ALERT_RULES = ((54.0, "low", "urgent-low"), (70.0, "low", "low"))
@@ -427,8 +430,10 @@ class Exports:
         except Exception as exc:  # reported to the client by the status endpoint
             job.error = f"{type(exc).__name__}: {exc}"
         job.done = True
-        if job.folder.is_dir():  # not deleted meanwhile
-            _save_job(job)
+        # not when deleted meanwhile (by another worker too: its folder may go at any time)
+        with contextlib.suppress(FileNotFoundError):
+            if job.folder.is_dir():
+                _save_job(job)
 
     def delete(self, job: ExportJob) -> None:
         if job.task is not None and not job.task.done():
@@ -504,7 +509,8 @@ class CommitWatcher:
     facts of the versions written; then hands them to the event loop, in commit order. A
     change whose subject is unknown (a record without one) clears the whole cache. Reads are
     fresh again, and subscribers notified, once the notification has arrived (milliseconds
-    on one host).
+    on one host). A lost connection (database restart, network) is retried with backoff (up
+    to 5 s) for as long as the server runs; ``last`` is kept, so nothing is missed.
     """
 
     def __init__(self, url: str, cache: StateCache, feed: ChangeFeed | None = None) -> None:
@@ -514,6 +520,7 @@ class CommitWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.notified = 0
+        self.errors = 0  # connection errors survived (each followed by a retry)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         from healthtwin.twin.store import open_store
@@ -543,17 +550,26 @@ class CommitWatcher:
                 loop.call_soon_threadsafe(self._apply, changes, facts)
 
         def run() -> None:
+            wait = 0.1
             try:
                 while not self._stop.is_set():
-                    # listening from here on, then catch up: a commit made between two
-                    # listens is read by the catch-up, a later one is notified
-                    heads = store.watch(timeout=2.0)
-                    catch_up()
-                    for head in heads:
-                        if head > last:
-                            catch_up()
-                        if self._stop.is_set():
-                            break
+                    try:
+                        # listening from here on, then catch up: a commit made between two
+                        # listens is read by the catch-up, a later one is notified
+                        heads = store.watch(timeout=2.0)
+                        catch_up()
+                        for head in heads:
+                            if head > last:
+                                catch_up()
+                            if self._stop.is_set():
+                                break
+                        wait = 0.1
+                    except Exception as exc:  # the database went away: retry, never give up
+                        # (``last`` is kept: the catch-up after reconnecting misses nothing)
+                        self.errors += 1
+                        _log.warning("commit watcher: %s; retrying in %.1f s", exc, wait)
+                        self._stop.wait(wait)
+                        wait = min(wait * 2, 5.0)
             finally:
                 store.close()
 

@@ -269,7 +269,11 @@ async def export_file(
     f = next((f for f in j.files if f["name"] == name), None)
     if f is None:
         raise Denied(404, f"export {job} has no file {name!r}")
-    return Response((j.folder / name).read_bytes(), media_type=NDJSON)
+    try:
+        data = (j.folder / name).read_bytes()
+    except FileNotFoundError:  # the job was deleted (by another worker) since it was looked up
+        raise Denied(404, f"export {job} has no file {name!r}") from None
+    return Response(data, media_type=NDJSON)
 
 
 # ---------------------------------------------------------------------- read / search
