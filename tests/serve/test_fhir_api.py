@@ -225,3 +225,42 @@ def test_cached_state_follows_every_write(client, token) -> None:
         headers=auth(tok),
     )
     assert old.status_code == 200
+
+
+def test_sse_sends_nothing_for_an_unchanged_resubmission(settings, store, token) -> None:
+    """PUT of the same content again is reported unchanged and journaled as nothing, so no
+    subscriber hears of it (as on PostgreSQL, where the feed follows the journal)."""
+    tok = token("patient/*.cruds", patient=PAT_A)
+    obs = OBS.replace("new-a-1", "same-1")
+    sentinel = OBS.replace("new-a-1", "after-1")
+    got: list[tuple[str, str | None]] = []
+    with (
+        live_server(create_app(settings, store=store)) as base,
+        httpx.Client(base_url=base, timeout=10) as c,
+        c.stream("GET", f"/twins/{PAT_A}/events", headers=auth(tok)) as resp,
+    ):
+        event = None
+        for line in resp.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+                continue
+            if not (line.startswith("data:") and event):
+                continue
+            rid = json.loads(line[5:]).get("rid")
+            got.append((event, rid))
+            if event == "ready":
+                h = {**auth(tok), **FHIR}
+                assert (
+                    httpx.post(f"{base}/fhir/Observation", content=obs, headers=h).status_code
+                    == 201
+                )
+                r = httpx.put(f"{base}/fhir/Observation/same-1", content=obs, headers=h)
+                assert r.status_code == 200, r.text
+                assert (
+                    httpx.post(f"{base}/fhir/Observation", content=sentinel, headers=h).status_code
+                    == 201
+                )
+            elif rid == "Observation/after-1":
+                break
+    changed = [rid for ev, rid in got if ev == "record.changed"]
+    assert changed == ["Observation/same-1", "Observation/after-1"], got

@@ -117,6 +117,9 @@ class ChangeFeed:
             subj = rec.rid if rec.rtype == "Patient" else rec.subject
             if subj is None or subj not in self._subs:
                 continue
+            ver = res.versions.get(rec.rid)
+            if ver is not None and ver[1] != res.recorded_at:
+                continue  # unchanged (the same content again): nothing was written
             facts = [
                 (f.code, f.num, f.unit, f.num_canonical, f.unit_canonical, f.effective)
                 for f in rec.facts

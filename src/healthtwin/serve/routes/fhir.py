@@ -480,7 +480,8 @@ async def _ingest(request: Request, ctx: AccessContext, rtype: str, id: str | No
     if rec.rid in w.conflicts:
         raise HTTPException(409, f"{rec.rid} exists; update it with PUT /fhir/{rec.rid}")
     ver, recorded, _deleted = w.versions[rec.rid]
-    status = 201 if ver == 1 else 200
+    # 201 only when this write created it (an unchanged resubmission keeps its old version)
+    status = 201 if ver == 1 and recorded == w.batch.recorded_at else 200
     return _fhir(text, status, _etag_headers(rec.rid, ver, recorded, _base(request)))
 
 
