@@ -252,11 +252,15 @@ def strict_check(obj: dict[str, Any]) -> str | None:
     try:
         model.model_validate(obj)
     except Exception as exc:  # pydantic.ValidationError and friends
-        errs = getattr(exc, "errors", None)
-        if callable(errs):
-            first = errs()[:3]
+        # the error list, not the bound method: a local holding the exception would tie this
+        # frame to its traceback and keep both (and the caller's store) alive
+        errs_of = getattr(exc, "errors", None)
+        errors = errs_of() if callable(errs_of) else None
+        del errs_of
+        if errors is not None:
+            first = errors[:3]
             parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in first]
-            more = len(errs()) - len(first)
+            more = len(errors) - len(first)
             return (
                 "strict R4B validation failed: "
                 + "; ".join(parts)
