@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
@@ -26,12 +28,37 @@ def _glucose(client: TestClient, tok: str) -> float:
     return next(v["value"] for v in r.json()["values"] if v["code"] == "2339-0")
 
 
-def test_cache_follows_another_process_commit(pg_cluster, tmp_path) -> None:
-    url = f"{pg_cluster.url}?schema=cache_{uuid.uuid4().hex[:8]}"
+def _seeded(pg_cluster: Any, tmp_path: Path, name: str) -> tuple[str, Settings]:
+    """A fresh schema holding the two-patient fixture, and server settings on it."""
+    url = f"{pg_cluster.url}?schema={name}_{uuid.uuid4().hex[:8]}"
     write_fixture_ndjson(tmp_path)
     with open_store(url) as st:
         ingest_paths(st, [str(tmp_path / "two-patients.ndjson")])
-    settings = Settings(store=url, jwt_secret=SECRET, audit_flush_s=0.01)
+    return url, Settings(store=url, jwt_secret=SECRET, audit_flush_s=0.01)
+
+
+def _write_elsewhere(url: str, oid: str, value: float, when: str) -> None:
+    """A glucose Observation of pat-a written by another "process": its own connection, not
+    the server's gateway (as another worker or a CLI ingest would write)."""
+    obs = _obs(oid, "pat-a", "2339-0", value, "mg/dL", when)
+    acc, rej = convert_records(list(read_text("other", json.dumps(obs), ndjson=True)))
+    assert not rej
+    with open_store(url) as other:
+        other.write_batch(acc, source="other process")
+
+
+def _wait_glucose(client: TestClient, tok: str, value: float) -> float:
+    """The glucose the server reports once it shows ``value`` (or after 10 s)."""
+    deadline = time.monotonic() + 10.0
+    seen = _glucose(client, tok)
+    while seen != value and time.monotonic() < deadline:
+        time.sleep(0.05)
+        seen = _glucose(client, tok)
+    return seen
+
+
+def test_cache_follows_another_process_commit(pg_cluster, tmp_path) -> None:
+    url, settings = _seeded(pg_cluster, tmp_path, "cache")
     tok = mint_token(SECRET, sub="t", scope="user/*.cruds")
     with TestClient(create_app(settings)) as client:
         services = client.app.state.services
@@ -40,21 +67,8 @@ def test_cache_follows_another_process_commit(pg_cluster, tmp_path) -> None:
         assert _glucose(client, tok) == 120.0
         assert _glucose(client, tok) == 120.0
         assert cache.hits >= 1  # the second read came from the cache
-        # another "process": its own connection, not the server's gateway
-        other = open_store(url)
-        try:
-            newer = _obs("obs-a-new", "pat-a", "2339-0", 222.0, "mg/dL", "2025-06-01T08:00:00Z")
-            acc, rej = convert_records(list(read_text("other", json.dumps(newer), ndjson=True)))
-            assert not rej
-            other.write_batch(acc, source="other process")
-        finally:
-            other.close()
-        deadline = time.monotonic() + 10.0
-        seen = _glucose(client, tok)
-        while seen != 222.0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-            seen = _glucose(client, tok)
-        assert seen == 222.0
+        _write_elsewhere(url, "obs-a-new", 222.0, "2025-06-01T08:00:00Z")
+        assert _wait_glucose(client, tok, 222.0) == 222.0
         assert services._watcher is not None and services._watcher.notified >= 1
 
 
@@ -62,19 +76,8 @@ def test_sse_sees_every_process_commit_once(pg_cluster, tmp_path) -> None:
     """A subscriber on one worker gets the writes of another process (here a second
     connection, as another worker or a CLI ingest would write) and of its own worker, each
     exactly once and in commit order, with the alerts of the other process's values."""
-    url = f"{pg_cluster.url}?schema=sse_{uuid.uuid4().hex[:8]}"
-    write_fixture_ndjson(tmp_path)
-    with open_store(url) as st:
-        ingest_paths(st, [str(tmp_path / "two-patients.ndjson")])
-    settings = Settings(store=url, jwt_secret=SECRET, audit_flush_s=0.01)
+    url, settings = _seeded(pg_cluster, tmp_path, "sse")
     tok = mint_token(SECRET, sub="t", scope="patient/*.cruds", patient="pat-a")
-
-    def other_write(oid: str, value: float) -> None:
-        obs = _obs(oid, "pat-a", "2339-0", value, "mg/dL", "2025-06-01T08:00:00Z")
-        acc, rej = convert_records(list(read_text("other", json.dumps(obs), ndjson=True)))
-        assert not rej
-        with open_store(url) as other:
-            other.write_batch(acc, source="other process")
 
     got: list[tuple[str, dict]] = []
     with (
@@ -96,7 +99,7 @@ def test_sse_sees_every_process_commit_once(pg_cluster, tmp_path) -> None:
             data = json.loads(line[5:])
             got.append((event, data))
             if event == "ready":
-                other_write("sse-other-low", 45.0)  # urgent low
+                _write_elsewhere(url, "sse-other-low", 45.0, "2025-06-01T08:00:00Z")  # urgent low
             elif data.get("rid") == "Observation/sse-other-low" and event == "alert":
                 own = _obs("sse-own", "pat-a", "2339-0", 100.0, "mg/dL", "2025-06-01T09:00:00Z")
                 r = httpx.post(
@@ -105,7 +108,7 @@ def test_sse_sees_every_process_commit_once(pg_cluster, tmp_path) -> None:
                     headers={**auth(tok), "Content-Type": "application/fhir+json"},
                 )
                 assert r.status_code == 201, r.text
-                other_write("sse-sentinel", 110.0)
+                _write_elsewhere(url, "sse-sentinel", 110.0, "2025-06-01T08:00:00Z")
             elif data.get("rid") == "Observation/sse-sentinel":
                 break
     seen = [(k, d.get("rid")) for k, d in got]
@@ -161,11 +164,7 @@ def test_a_subscription_made_while_the_watcher_reads_gets_no_empty_notice(
 def test_watcher_survives_a_dropped_connection(pg_cluster, tmp_path) -> None:
     """The watcher's listening connection is killed on the server side (as a database restart
     or a network drop would): it retries, and the cache again follows other processes."""
-    url = f"{pg_cluster.url}?schema=drop_{uuid.uuid4().hex[:8]}"
-    write_fixture_ndjson(tmp_path)
-    with open_store(url) as st:
-        ingest_paths(st, [str(tmp_path / "two-patients.ndjson")])
-    settings = Settings(store=url, jwt_secret=SECRET, audit_flush_s=0.01)
+    url, settings = _seeded(pg_cluster, tmp_path, "drop")
     tok = mint_token(SECRET, sub="t", scope="user/*.cruds")
     with TestClient(create_app(settings)) as client:
         watcher = client.app.state.services._watcher
@@ -186,17 +185,5 @@ def test_watcher_survives_a_dropped_connection(pg_cluster, tmp_path) -> None:
         while watcher.errors == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert watcher.errors >= 1
-        other = open_store(url)
-        try:
-            newer = _obs("obs-a-drop", "pat-a", "2339-0", 333.0, "mg/dL", "2025-07-01T08:00:00Z")
-            acc, rej = convert_records(list(read_text("other", json.dumps(newer), ndjson=True)))
-            assert not rej
-            other.write_batch(acc, source="other process")
-        finally:
-            other.close()
-        deadline = time.monotonic() + 10.0
-        seen = _glucose(client, tok)
-        while seen != 333.0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-            seen = _glucose(client, tok)
-        assert seen == 333.0
+        _write_elsewhere(url, "obs-a-drop", 333.0, "2025-07-01T08:00:00Z")
+        assert _wait_glucose(client, tok, 333.0) == 333.0
