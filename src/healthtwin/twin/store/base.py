@@ -6,7 +6,7 @@ Callers only use these methods; a batch is one transaction (all of it or none of
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,6 +33,64 @@ class BatchResult:
     versions: dict[str, tuple[int, datetime, bool]] = field(default_factory=dict)
     # rids of ``create_only`` records not written because they have a current version
     conflicts: set[str] = field(default_factory=set)
+
+    # The per-record decisions every backend's write path shares (DuckDB per record and in
+    # bulk, PostgreSQL), so that all write the same rows and events.
+    def take_current(
+        self,
+        rows: Iterable[tuple[Any, ...]],
+        records: Sequence[InboundRecord],
+        create_only: Collection[str],
+    ) -> tuple[dict[str, tuple[int, str, bool]], Sequence[InboundRecord]]:
+        """From the current versions read for the batch's rids (rid, version, sha256,
+        deleted, recorded_at): rid -> (version, sha256, deleted), with ``versions`` filled;
+        and the records to write: create-only ones whose rid has a current version (deleted
+        or not) are left out as ``conflicts`` (the caller answers them 409)."""
+        current: dict[str, tuple[int, str, bool]] = {}
+        for rid, ver, sha, deleted, rec_at in rows:
+            current[rid] = (int(ver), str(sha), bool(deleted))
+            self.versions[rid] = (int(ver), rec_at, bool(deleted))
+        if create_only:
+            self.conflicts = {r.rid for r in records if r.rid in create_only and r.rid in current}
+            if self.conflicts:
+                records = [r for r in records if r.rid not in self.conflicts]
+                for rid in self.conflicts:
+                    self.versions.pop(rid, None)
+        return current, records
+
+    def decide(
+        self, cur: tuple[int, str, bool] | None, sha256: str, deleted: bool, rtype: str
+    ) -> tuple[str, int] | None:
+        """The journal event kind and new version of a record whose current version is
+        ``cur`` (counted here), or None when it changes nothing: the same content as the
+        current version, or a delete of what was never stored."""
+        if (cur is not None and cur[1] == sha256 and cur[2] == deleted) or (
+            cur is None and deleted
+        ):
+            self.unchanged += 1
+            return None
+        if deleted:
+            kind = "record.deleted"
+            self.deleted += 1
+        elif cur is None:
+            kind = "record.created"
+            self.created += 1
+        else:
+            kind = "record.updated"
+            self.updated += 1
+        self.per_type[rtype] = self.per_type.get(rtype, 0) + 1
+        return kind, 1 if cur is None else cur[0] + 1
+
+    def summary(self, source: str) -> dict[str, Any]:
+        """The payload of the batch's ``batch.committed`` event."""
+        return {
+            "source": source,
+            "created": self.created,
+            "updated": self.updated,
+            "deleted": self.deleted,
+            "unchanged": self.unchanged,
+            "quarantined": self.quarantined,
+        }
 
 
 class StoreError(RuntimeError):

@@ -228,18 +228,17 @@ def write(store: DuckDBStore, chunks: Sequence[Prepared], source: str) -> tuple[
     rejected = [r for c in chunks for r in c.rejected]
     n = len(meta)
 
-    current: dict[str, tuple[int, str, bool]] = {}
-    versions = res.versions
+    found: list[tuple[Any, ...]] = []
     if n:
         rids = sorted({m[0] for m in meta})
         con.register("_batch_rids", ac.table({"rid": rids}))
-        for rid, ver, sha, deleted, rec_at in con.execute(
+        found = con.execute(
             "SELECT r.rid, r.version, r.content_sha256, r.deleted, r.recorded_at "
             "FROM records r JOIN _batch_rids b ON r.rid = b.rid WHERE r.superseded_at IS NULL"
-        ).fetchall():
-            current[rid] = (int(ver), str(sha), bool(deleted))
-            versions[rid] = (int(ver), rec_at, bool(deleted))
+        ).fetchall()
         con.unregister("_batch_rids")
+    current, _ = res.take_current(found, (), ())
+    versions = res.versions
     existing_twins: set[str] = set()
     twin_candidates = [m[0] for m in meta if m[1] in TWIN_KIND_OF_TYPE]
     if twin_candidates:
@@ -261,32 +260,22 @@ def write(store: DuckDBStore, chunks: Sequence[Prepared], source: str) -> tuple[
     chain = _Chain(last_seq, prev_hash, now, batch_id, 2 * n + len(rejected) + 1)
     seal = chain.seal
 
-    per_type = res.per_type
+    decide = res.decide
     twin_kind_of = TWIN_KIND_OF_TYPE
     conditional = 0
     for i, m in enumerate(meta):
         rid, rtype, sha, deleted, subject, prov, name = m[:7]
         cur = current.get(rid)
-        if (cur is not None and cur[1] == sha and cur[2] == deleted) or (cur is None and deleted):
-            res.unchanged += 1
+        decided = decide(cur, sha, deleted, rtype)
+        if decided is None:
             keep[i] = False
             continue
-        version = 1 if cur is None else cur[0] + 1
+        kind, version = decided
         if cur is not None:
             superseded.append(rid)
             if rid in written:
                 dups.append(rid)
         written.add(rid)
-        if deleted:
-            kind = "record.deleted"
-            res.deleted += 1
-        elif cur is None:
-            kind = "record.created"
-            res.created += 1
-        else:
-            kind = "record.updated"
-            res.updated += 1
-        per_type[rtype] = per_type.get(rtype, 0) + 1
         tk = twin_kind_of.get(rtype)
         twin_id = rid if tk is not None else subject
         # canonical JSON (sorted keys, compact) of {"rid", "sha256", "type", "version"}: the
@@ -334,17 +323,9 @@ def write(store: DuckDBStore, chunks: Sequence[Prepared], source: str) -> tuple[
             + (rj.reason, rj.raw, s)
         )
     res.quarantined = len(rejected)
-    summary = {
-        "source": source,
-        "created": res.created,
-        "updated": res.updated,
-        "deleted": res.deleted,
-        "unchanged": res.unchanged,
-        "quarantined": res.quarantined,
-    }
     seal(
         "batch.committed",
-        _dumps(summary, option=_SORT).decode(),
+        _dumps(res.summary(source), option=_SORT).decode(),
         _dumps({"source": source}, option=_SORT).decode(),
         None,
         None,

@@ -248,35 +248,25 @@ class DuckDBStore(Store):
         res = BatchResult(batch_id=batch_id, recorded_at=now)
 
         rids = sorted({r.rid for r in records})
-        current: dict[str, tuple[int, str, bool]] = {}
-        versions = res.versions
+        found: list[tuple[Any, ...]] = []
         if rids:
             if len(rids) <= _SMALL:
                 found = con.execute(
                     "SELECT rid, version, content_sha256, deleted, recorded_at FROM records "
                     f"WHERE superseded_at IS NULL AND rid IN ({','.join('?' * len(rids))})",
                     rids,
-                )
+                ).fetchall()
             else:
                 con.register("_batch_rids", _table({"rid": rids}))
                 found = con.execute(
                     "SELECT r.rid, r.version, r.content_sha256, r.deleted, r.recorded_at "
                     "FROM records r JOIN _batch_rids b ON r.rid = b.rid "
                     "WHERE r.superseded_at IS NULL"
-                )
-            for rid, ver, sha, deleted, rec_at in found.fetchall():
-                current[rid] = (int(ver), str(sha), bool(deleted))
-                versions[rid] = (int(ver), rec_at, bool(deleted))
-            if len(rids) > _SMALL:
+                ).fetchall()
                 con.unregister("_batch_rids")
-        if create_only:
-            # create-only records whose rid has a current version (deleted or not) are not
-            # written: the caller answers them 409 (checked here, inside the transaction)
-            res.conflicts = {r.rid for r in records if r.rid in create_only and r.rid in current}
-            if res.conflicts:
-                records = [r for r in records if r.rid not in res.conflicts]
-                for rid in res.conflicts:
-                    versions.pop(rid, None)
+        # create-only conflicts are decided here, inside the transaction
+        current, records = res.take_current(found, records, create_only)
+        versions = res.versions
         existing_twins: set[str] = set()
         twin_candidates = [r.rid for r in records if r.rtype in TWIN_KIND_OF_TYPE]
         if twin_candidates:
@@ -320,35 +310,21 @@ class DuckDBStore(Store):
                 subject,
             )
 
-        per_type = res.per_type
+        decide = res.decide
         twin_kind_of = TWIN_KIND_OF_TYPE
         fact_values = _fact_values
         for rec in records:
-            rid = rec.rid
+            rid, rtype = rec.rid, rec.rtype
             cur = current.get(rid)
-            if cur is not None and cur[1] == rec.sha256 and cur[2] == rec.deleted:
-                res.unchanged += 1
+            decided = decide(cur, rec.sha256, rec.deleted, rtype)
+            if decided is None:
                 continue
-            if cur is None and rec.deleted:
-                res.unchanged += 1  # deleting what we never had changes nothing
-                continue
-            version = 1 if cur is None else cur[0] + 1
+            kind, version = decided
             if cur is not None:
                 superseded.append(rid)
                 if rid in written:  # a second version within this batch
                     dups.append(rid)
             written.add(rid)
-            if rec.deleted:
-                kind = "record.deleted"
-                res.deleted += 1
-            elif cur is None:
-                kind = "record.created"
-                res.created += 1
-            else:
-                kind = "record.updated"
-                res.updated += 1
-            rtype = rec.rtype
-            per_type[rtype] = per_type.get(rtype, 0) + 1
             tk = twin_kind_of.get(rtype)
             twin_id = rid if tk is not None else rec.subject
             s = emit(
@@ -433,14 +409,7 @@ class DuckDBStore(Store):
             emit(ev.kind, ev.payload, ev.provenance, ev.twin_id, ev.subject)
         emit(
             "batch.committed",
-            {
-                "source": source,
-                "created": res.created,
-                "updated": res.updated,
-                "deleted": res.deleted,
-                "unchanged": res.unchanged,
-                "quarantined": res.quarantined,
-            },
+            res.summary(source),
             {"source": source},
             None,
             None,

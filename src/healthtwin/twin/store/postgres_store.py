@@ -345,24 +345,16 @@ class PostgresStore(Store):
         res = BatchResult(batch_id=batch_id, recorded_at=now)
 
         rids = sorted({r.rid for r in records})
-        current: dict[str, tuple[int, str, bool]] = {}
-        versions = res.versions
+        found: list[tuple[Any, ...]] = []
         if rids:
-            for rid, ver, sha, deleted, rec_at in cur.execute(
+            found = cur.execute(
                 "SELECT rid, version, content_sha256, deleted, recorded_at FROM records "
                 "WHERE superseded_at IS NULL AND rid = ANY(%s)",
                 [rids],
-            ).fetchall():
-                current[rid] = (int(ver), str(sha), bool(deleted))
-                versions[rid] = (int(ver), rec_at, bool(deleted))
-        if create_only:
-            # create-only records whose rid has a current version (deleted or not) are not
-            # written: the caller answers them 409 (decided under the journal lock)
-            res.conflicts = {r.rid for r in records if r.rid in create_only and r.rid in current}
-            if res.conflicts:
-                records = [r for r in records if r.rid not in res.conflicts]
-                for rid in res.conflicts:
-                    versions.pop(rid, None)
+            ).fetchall()
+        # create-only conflicts are decided under the journal lock
+        current, records = res.take_current(found, records, create_only)
+        versions = res.versions
         existing_twins: set[str] = set()
         twin_candidates = [r.rid for r in records if r.rtype in TWIN_KIND_OF_TYPE]
         if twin_candidates:
@@ -403,13 +395,10 @@ class PostgresStore(Store):
 
         for rec in records:
             cur_v = current.get(rec.rid)
-            if cur_v is not None and cur_v[1] == rec.sha256 and cur_v[2] == rec.deleted:
-                res.unchanged += 1
+            decided = res.decide(cur_v, rec.sha256, rec.deleted, rec.rtype)
+            if decided is None:
                 continue
-            if cur_v is None and rec.deleted:
-                res.unchanged += 1  # deleting what we never had changes nothing
-                continue
-            version = 1 if cur_v is None else cur_v[0] + 1
+            kind, version = decided
             if cur_v is not None:
                 superseded.append(rec.rid)
                 earlier = in_batch.get(rec.rid)
@@ -417,18 +406,6 @@ class PostgresStore(Store):
                     rec_rows[earlier[0]][8] = now
                     for fr in fact_rows[earlier[1] : earlier[2]]:
                         fr[-2] = now
-            kind = (
-                "record.deleted"
-                if rec.deleted
-                else ("record.created" if cur_v is None else "record.updated")
-            )
-            if rec.deleted:
-                res.deleted += 1
-            elif cur_v is None:
-                res.created += 1
-            else:
-                res.updated += 1
-            res.per_type[rec.rtype] = res.per_type.get(rec.rtype, 0) + 1
             twin_id = rec.rid if rec.rtype in TWIN_KIND_OF_TYPE else rec.subject
             s = emit(
                 kind,
@@ -514,14 +491,7 @@ class PostgresStore(Store):
             emit(ev.kind, ev.payload, ev.provenance, ev.twin_id, ev.subject)
         emit(
             "batch.committed",
-            {
-                "source": source,
-                "created": res.created,
-                "updated": res.updated,
-                "deleted": res.deleted,
-                "unchanged": res.unchanged,
-                "quarantined": res.quarantined,
-            },
+            res.summary(source),
             {"source": source},
             None,
             None,
